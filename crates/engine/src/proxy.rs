@@ -1,0 +1,308 @@
+//! [`TransparentProxy`]: the `tower::Service` that accepts any gRPC method,
+//! asks the [`Director`] where it goes, and hands it to the one-to-one or
+//! one-to-many forwarder.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version, header};
+use http_body::Body;
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::body::ResponseBody;
+use crate::codec::timeout;
+use crate::director::{Director, Mode};
+use crate::streamed::StreamedMethods;
+use crate::{BoxError, one_to_many, one_to_one, status};
+
+/// Default limit of one message, each way.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
+
+/// Tunables of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Largest message accepted from a client or a backend; larger ones end
+    /// the call (or that backend's part of a fan-out) with `RESOURCE_EXHAUSTED`.
+    pub max_message_size: usize,
+    /// Which methods stream replies (fan-out merges the others as unary).
+    pub streamed: StreamedMethods,
+    /// How long before the caller's deadline a unary fan-out stops waiting
+    /// and answers with what has arrived (capped at a tenth of the timeout),
+    /// so the partial answer reaches the caller in time.
+    pub deadline_margin: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            streamed: StreamedMethods::none(),
+            deadline_margin: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A gRPC proxy for any method, as a `tower::Service`.
+///
+/// Cloning is cheap; clones share the director and configuration.
+#[derive(Clone)]
+pub struct TransparentProxy {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    director: Box<dyn Director>,
+    config: ProxyConfig,
+}
+
+impl fmt::Debug for TransparentProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransparentProxy")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransparentProxy {
+    /// A proxy with the default configuration.
+    pub fn new(director: impl Director) -> Self {
+        Self::with_config(director, ProxyConfig::default())
+    }
+
+    /// A proxy with `config`.
+    pub fn with_config(director: impl Director, config: ProxyConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                director: Box::new(director),
+                config,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.shared.config
+    }
+
+    /// Proxies one call. Every failure becomes a gRPC (or, for requests that
+    /// are not gRPC, HTTP) error response; this never fails.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        if let Err(response) = check_grpc_request(&parts) {
+            return response;
+        }
+        let deadline = match deadline(&parts.headers) {
+            Ok(deadline) => deadline,
+            Err(status) => return status::response(&status),
+        };
+        let method = parts.uri.path();
+        let config = &self.shared.config;
+        let route = self.shared.director.route(method, &parts);
+        let route = match deadline {
+            Some(at) => tokio::time::timeout_at(at, route)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded("deadline expired while routing"))
+                }),
+            None => route.await,
+        };
+        let (mode, backends) = match route {
+            Ok(route) => route,
+            Err(status) => {
+                tracing::debug!(method, code = ?status.code(), message = status.message(), "director refused the call");
+                return status::response(&status);
+            }
+        };
+        tracing::debug!(method, ?mode, backends = ?backends.iter().map(ToString::to_string).collect::<Vec<_>>(), "proxying call");
+        match (mode, backends.len()) {
+            (_, 0) => status::response(&Status::unavailable(format!("no backend for {method}"))),
+            (Mode::OneToOne, 1) => {
+                let backend = backends.into_iter().next().expect("one backend");
+                one_to_one::forward(config, backend, parts, body, deadline).await
+            }
+            (Mode::OneToOne, n) => status::response(&Status::internal(format!(
+                "director chose {n} backends for a one-to-one call to {method}"
+            ))),
+            (Mode::OneToMany, _) => {
+                let streaming = config.streamed.is_streamed(method);
+                one_to_many::forward(config, backends, parts, body, deadline, streaming).await
+            }
+        }
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for TransparentProxy
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(request).await) })
+    }
+}
+
+/// Rejects requests that are not gRPC calls, with the most helpful answer
+/// the client can understand.
+fn check_grpc_request(parts: &http::request::Parts) -> Result<(), Response<ResponseBody>> {
+    if parts.version != Version::HTTP_2 {
+        return Err(status::http_error(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "this is a gRPC proxy: it serves HTTP/2 only\n",
+        ));
+    }
+    if parts.method != Method::POST {
+        return Err(status::http_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "gRPC calls use POST\n",
+        ));
+    }
+    let grpc = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes())
+        .is_some_and(|ct| {
+            ct == b"application/grpc"
+                || ct.starts_with(b"application/grpc+")
+                || ct.starts_with(b"application/grpc;")
+        });
+    if !grpc {
+        return Err(status::http_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type must be application/grpc\n",
+        ));
+    }
+    let path = parts.uri.path();
+    let valid = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .is_some_and(|(service, method)| {
+            !service.is_empty() && !method.is_empty() && !method.contains('/')
+        });
+    if !valid || parts.uri.query().is_some() {
+        return Err(status::response(&Status::unimplemented(format!(
+            "malformed method path {:?}: expected /package.Service/Method",
+            parts.uri.path_and_query().map_or("", |p| p.as_str())
+        ))));
+    }
+    Ok(())
+}
+
+fn deadline(headers: &HeaderMap) -> Result<Option<Instant>, Status> {
+    headers
+        .get("grpc-timeout")
+        .map(|value| {
+            timeout::parse(value.as_bytes())
+                .map(|d| Instant::now() + d)
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(
+        version: Version,
+        method: Method,
+        ct: Option<&str>,
+        path: &str,
+    ) -> http::request::Parts {
+        let mut b = Request::builder().version(version).method(method).uri(path);
+        if let Some(ct) = ct {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn grpc_status(res: &Response<ResponseBody>) -> Option<&str> {
+        res.headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn non_grpc_requests_get_clear_errors() {
+        let ok = parts(
+            Version::HTTP_2,
+            Method::POST,
+            Some("application/grpc"),
+            "/a.B/C",
+        );
+        assert!(check_grpc_request(&ok).is_ok());
+        let ok = parts(
+            Version::HTTP_2,
+            Method::POST,
+            Some("application/grpc+proto"),
+            "/a.B/C",
+        );
+        assert!(check_grpc_request(&ok).is_ok());
+
+        let h1 = parts(
+            Version::HTTP_11,
+            Method::POST,
+            Some("application/grpc"),
+            "/a.B/C",
+        );
+        assert_eq!(check_grpc_request(&h1).unwrap_err().status(), 505);
+        let get = parts(
+            Version::HTTP_2,
+            Method::GET,
+            Some("application/grpc"),
+            "/a.B/C",
+        );
+        assert_eq!(check_grpc_request(&get).unwrap_err().status(), 405);
+        let json = parts(
+            Version::HTTP_2,
+            Method::POST,
+            Some("application/json"),
+            "/a.B/C",
+        );
+        assert_eq!(check_grpc_request(&json).unwrap_err().status(), 415);
+        let none = parts(Version::HTTP_2, Method::POST, None, "/a.B/C");
+        assert_eq!(check_grpc_request(&none).unwrap_err().status(), 415);
+        for path in ["/", "/a.B", "/a.B/", "//C", "/a/b/c", "/a.B/C?x=1"] {
+            let p = parts(
+                Version::HTTP_2,
+                Method::POST,
+                Some("application/grpc"),
+                path,
+            );
+            let res = check_grpc_request(&p).unwrap_err();
+            assert_eq!(res.status(), 200, "{path}");
+            assert_eq!(grpc_status(&res), Some("12"), "{path}");
+        }
+    }
+
+    #[test]
+    fn bad_grpc_timeout_is_invalid_argument() {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-timeout", "soon".parse().unwrap());
+        assert_eq!(
+            deadline(&headers).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        headers.insert("grpc-timeout", "5S".parse().unwrap());
+        assert!(deadline(&headers).unwrap().is_some());
+        assert!(deadline(&HeaderMap::new()).unwrap().is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! Turning failures into gRPC statuses and statuses into HTTP responses.
+
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tonic::{Code, Status};
+
+use crate::body::ResponseBody;
+
+/// The `content-type` of every gRPC response the engine writes itself.
+pub(crate) const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+
+/// Trailers carrying `status` (`grpc-status`, `grpc-message`, `grpc-status-details-bin`).
+pub fn trailers(status: &Status) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(3);
+    if status.add_header(&mut map).is_err() {
+        // Only fails on a message or details that cannot be a header value,
+        // which `add_header` percent-encodes; keep the code in any case.
+        map.insert("grpc-status", HeaderValue::from(status.code() as i32));
+    }
+    map
+}
+
+/// A Trailers-Only response (headers with `grpc-status`, no body).
+pub fn response(status: &Status) -> http::Response<ResponseBody> {
+    response_with_headers(status, HeaderMap::new())
+}
+
+/// A Trailers-Only response that also carries `headers` (e.g. response
+/// metadata a backend sent before failing).
+pub(crate) fn response_with_headers(
+    status: &Status,
+    mut headers: HeaderMap,
+) -> http::Response<ResponseBody> {
+    headers.extend(trailers(status));
+    headers.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    let mut res = http::Response::new(ResponseBody::empty());
+    *res.headers_mut() = headers;
+    res
+}
+
+/// An HTTP-level error for requests that are not gRPC at all.
+pub(crate) fn http_error(code: StatusCode, message: &'static str) -> http::Response<ResponseBody> {
+    let mut res = http::Response::new(ResponseBody::text(message));
+    *res.status_mut() = code;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// The gRPC code for a non-200 HTTP status, per the gRPC HTTP/2 mapping.
+pub fn code_from_http(status: StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+/// The gRPC code for an HTTP/2 stream or connection error, per the gRPC
+/// HTTP/2 mapping of RST_STREAM reasons.
+pub fn code_from_h2(err: &h2::Error) -> Code {
+    match err.reason() {
+        Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
+        Some(h2::Reason::CANCEL) => Code::Cancelled,
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
+        Some(h2::Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
+        Some(_) => Code::Internal,
+        None if err.is_io() || err.is_go_away() => Code::Unavailable,
+        None => Code::Internal,
+    }
+}
+
+/// A status for an error of an upstream call to `backend`.
+pub(crate) fn from_upstream_error(
+    err: &(dyn std::error::Error + 'static),
+    backend: &dyn std::fmt::Display,
+) -> Status {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut code = Code::Unavailable;
+    while let Some(e) = source {
+        if let Some(status) = e.downcast_ref::<Status>() {
+            return status.clone();
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            code = code_from_h2(h2);
+            break;
+        }
+        source = e.source();
+    }
+    Status::new(code, format!("backend {backend}: {}", chain(err)))
+}
+
+/// `err` and its sources, joined by ": ".
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailers_carry_code_message_and_details() {
+        let status = Status::with_details(
+            Code::NotFound,
+            "no such thing: é",
+            b"\x01\x02".to_vec().into(),
+        );
+        let map = trailers(&status);
+        let back = Status::from_header_map(&map).unwrap();
+        assert_eq!(back.code(), Code::NotFound);
+        assert_eq!(back.message(), "no such thing: é");
+        assert_eq!(&back.details()[..], b"\x01\x02");
+    }
+
+    #[test]
+    fn http_codes_map_per_spec() {
+        assert_eq!(code_from_http(StatusCode::NOT_FOUND), Code::Unimplemented);
+        assert_eq!(
+            code_from_http(StatusCode::SERVICE_UNAVAILABLE),
+            Code::Unavailable
+        );
+        assert_eq!(code_from_http(StatusCode::IM_A_TEAPOT), Code::Unknown);
+    }
+
+    #[test]
+    fn upstream_errors_name_the_backend() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let s = from_upstream_error(&io, &"[fd00::2]:51000");
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("[fd00::2]:51000"), "{}", s.message());
+        assert!(s.message().contains("refused"));
+    }
+}
