@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::Authority;
+use http::HeaderMap;
+use http::uri::{Authority, Scheme};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 
 use crate::BoxError;
+use crate::backend::Upstream;
 use crate::backoff::Backoff;
 
 /// Request body type of every upstream call.
@@ -189,6 +191,16 @@ impl Channel {
             Ok(outcome) => outcome.clone().expect("waited for Some"),
             Err(_) => Err(self.closed()),
         }
+    }
+
+    /// An [`Upstream`] for one call on this channel, sending `headers`.
+    pub async fn upstream(&self, headers: HeaderMap) -> Result<Upstream, ConnectError> {
+        Ok(Upstream {
+            connection: self.connection().await?,
+            scheme: Scheme::HTTP,
+            authority: self.inner.target.authority(),
+            headers,
+        })
     }
 
     /// Whether the target is currently known to be down.

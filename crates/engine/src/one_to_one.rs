@@ -64,19 +64,29 @@ where
         )?;
         upstream::send(connection, request, &*backend).await
     };
+    let expired = || {
+        Status::deadline_exceeded(format!(
+            "deadline expired before backend {backend} answered"
+        ))
+    };
     let outcome = match deadline {
-        Some(at) => tokio::time::timeout_at(at, call).await.unwrap_or_else(|_| {
-            Err(Status::deadline_exceeded(format!(
-                "deadline expired before backend {backend} answered"
-            )))
-        }),
+        Some(at) => tokio::time::timeout_at(at, call)
+            .await
+            .unwrap_or_else(|_| Err(expired())),
         None => call.await,
     };
+    // An answer after the deadline is too late whatever it says: the
+    // backend's own timer may have won the race against ours.
+    let late = deadline.is_some_and(|at| Instant::now() >= at);
     let (connection, response) = match outcome {
-        Ok(ok) => ok,
-        Err(status) => {
-            // A failure of the request side is the real cause of an upstream reset.
-            let status = failure.get().cloned().unwrap_or(status);
+        Ok(ok) if !late => ok,
+        outcome => {
+            let status = match outcome {
+                _ if late => expired(),
+                // A failure of the request side is the real cause of an upstream reset.
+                Err(status) => failure.get().cloned().unwrap_or(status),
+                Ok(_) => unreachable!("only late answers get here"),
+            };
             tracing::warn!(backend = %backend, method = parts.uri.path(), code = ?status.code(), message = status.message(), "call failed");
             return status::response(&status);
         }
@@ -266,9 +276,12 @@ impl PassthroughBody {
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_none_or(|inner| inner.is_end_stream())
+        // Only a Trailers-Only response may end with the upstream: anything
+        // else still owes the client trailers (ours, if the backend sent none).
+        match &self.inner {
+            None => true,
+            Some(inner) => self.trailers_only && inner.is_end_stream(),
+        }
     }
 
     fn reply_frame_status(&self, err: &FrameError) -> Status {

@@ -1,0 +1,205 @@
+//! In-process harness: a proxy on 127.0.0.1:0 in front of test servers, and
+//! a raw HTTP/2 backend for replies no well-behaved server would send.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use switchyard_engine::server::{ServerConfig, serve};
+use switchyard_engine::{Backend, Director, Mode, ProxyConfig, Route, TransparentProxy};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::Status;
+
+/// A proxy serving on a free loopback port until dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+pub async fn spawn_proxy(director: impl Director, config: ProxyConfig) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let proxy = TransparentProxy::with_config(director, config);
+    tokio::spawn(async move {
+        serve(listener, proxy, &ServerConfig::default(), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Proxy { addr, _stop: stop }
+}
+
+/// Routes every call to the same backends in the same mode.
+pub struct Fixed(pub Mode, pub Vec<Arc<dyn Backend>>);
+
+impl Director for Fixed {
+    fn route<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Route, Status>> {
+        Box::pin(async move { Ok((self.0, self.1.clone())) })
+    }
+}
+
+/// Fan-out to the backends named by the `x-targets` metadata (comma
+/// separated, in that order), or to all of them without it.
+pub struct ByName(pub Vec<Arc<dyn Backend>>);
+
+impl Director for ByName {
+    fn route<'a>(
+        &'a self,
+        _: &'a str,
+        request: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Route, Status>> {
+        Box::pin(async move {
+            let Some(targets) = request.headers.get("x-targets") else {
+                return Ok((Mode::OneToMany, self.0.clone()));
+            };
+            let mut chosen = Vec::new();
+            for name in targets.to_str().unwrap().split(',') {
+                let backend = self
+                    .0
+                    .iter()
+                    .find(|b| b.to_string() == name)
+                    .ok_or_else(|| Status::invalid_argument(format!("unknown target {name}")))?;
+                chosen.push(backend.clone());
+            }
+            Ok((Mode::OneToMany, chosen))
+        })
+    }
+}
+
+/// Refuses every call with `status`.
+pub struct Refuse(pub Status);
+
+impl Director for Refuse {
+    fn route<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Route, Status>> {
+        Box::pin(async move { Err(self.0.clone()) })
+    }
+}
+
+/// A loopback port nothing listens on.
+pub async fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// What a raw backend answers to every request.
+#[derive(Clone)]
+pub struct RawReply {
+    pub headers: HeaderMap,
+    pub chunks: Vec<Bytes>,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl RawReply {
+    /// A gRPC 200 with `chunks` as body and `grpc-status: 0` trailers.
+    pub fn ok(chunks: Vec<Bytes>) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        Self {
+            headers,
+            chunks,
+            trailers: Some(trailers),
+        }
+    }
+}
+
+/// An HTTP/2 server that answers every request with `reply`, whatever it is.
+pub async fn raw_backend(reply: RawReply) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let reply = reply.clone();
+                    async move {
+                        // Read the request fully, as a unary server would.
+                        let _ = req.into_body().collect().await;
+                        let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = reply
+                            .chunks
+                            .into_iter()
+                            .map(|c| Ok(Frame::data(c)))
+                            .collect();
+                        if let Some(t) = reply.trailers {
+                            frames.push(Ok(Frame::trailers(t)));
+                        }
+                        let mut res =
+                            Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+                        *res.headers_mut() = reply.headers;
+                        Ok::<_, Infallible>(res)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The 5-byte prefix plus `payload`.
+pub fn framed(compressed: bool, payload: &[u8]) -> Bytes {
+    let mut out = vec![u8::from(compressed)];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out.into()
+}
+
+pub const SHORT: Duration = Duration::from_secs(5);
+
+/// `value` with metadata `key: value` attached.
+pub fn with_meta<T>(message: T, pairs: &[(&'static str, &str)]) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    for (k, v) in pairs {
+        req.metadata_mut().append(*k, v.parse().unwrap());
+    }
+    req
+}
+
+/// A tonic client on a bare hyper HTTP/2 connection: unlike tonic's own
+/// channel it does not enforce `grpc-timeout` itself, so tests see what the
+/// proxy does with deadlines.
+pub type BareChannel =
+    tower::util::BoxCloneService<Request<tonic::body::Body>, Response<Incoming>, hyper::Error>;
+
+pub async fn bare_channel(addr: SocketAddr) -> (BareChannel, http::Uri) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let service = tower::service_fn(move |req: Request<tonic::body::Body>| {
+        let mut send = send.clone();
+        async move { send.send_request(req).await }
+    });
+    (
+        tower::util::BoxCloneService::new(service),
+        format!("http://{addr}").parse().unwrap(),
+    )
+}
