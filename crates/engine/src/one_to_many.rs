@@ -533,8 +533,10 @@ impl StreamedBody {
             if self.pending == 0 {
                 return self.finish(None);
             }
-            if let Some(sleep) = self.deadline.as_mut() {
-                if sleep.as_mut().poll(cx).is_ready() {
+            if let Some(sleep) = self.deadline.as_mut()
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                {
                     return self.finish(Some(&Status::deadline_exceeded(
                         "deadline expired during fan-out",
                     )));

@@ -150,8 +150,10 @@ where
         }
         match ready!(this.inner.poll_frame(cx)) {
             Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    if let Err(err) = this.scanner.observe(data) {
+                if let Some(data) = frame.data_ref()
+                    && let Err(err) = this.scanner.observe(data)
+                {
+                    {
                         return Self::fail(this.failure, request_frame_status(&err));
                     }
                 }
@@ -222,8 +224,10 @@ impl PassthroughBody {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(sleep) = self.deadline.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
+        if let Some(sleep) = self.deadline.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            {
                 return self.end(&Status::deadline_exceeded(format!(
                     "deadline expired while backend {} was answering",
                     self.backend

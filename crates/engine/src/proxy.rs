@@ -98,8 +98,8 @@ impl TransparentProxy {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
-        if let Err(response) = check_grpc_request(&parts) {
-            return response;
+        if let Some(rejection) = reject_non_grpc(&parts) {
+            return rejection;
         }
         let deadline = match deadline(&parts.headers) {
             Ok(deadline) => deadline,
@@ -162,15 +162,15 @@ where
 
 /// Rejects requests that are not gRPC calls, with the most helpful answer
 /// the client can understand.
-fn check_grpc_request(parts: &http::request::Parts) -> Result<(), Response<ResponseBody>> {
+fn reject_non_grpc(parts: &http::request::Parts) -> Option<Response<ResponseBody>> {
     if parts.version != Version::HTTP_2 {
-        return Err(status::http_error(
+        return Some(status::http_error(
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             "this is a gRPC proxy: it serves HTTP/2 only\n",
         ));
     }
     if parts.method != Method::POST {
-        return Err(status::http_error(
+        return Some(status::http_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "gRPC calls use POST\n",
         ));
@@ -185,7 +185,7 @@ fn check_grpc_request(parts: &http::request::Parts) -> Result<(), Response<Respo
                 || ct.starts_with(b"application/grpc;")
         });
     if !grpc {
-        return Err(status::http_error(
+        return Some(status::http_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type must be application/grpc\n",
         ));
@@ -198,12 +198,12 @@ fn check_grpc_request(parts: &http::request::Parts) -> Result<(), Response<Respo
             !service.is_empty() && !method.is_empty() && !method.contains('/')
         });
     if !valid || parts.uri.query().is_some() {
-        return Err(status::response(&Status::unimplemented(format!(
+        return Some(status::response(&Status::unimplemented(format!(
             "malformed method path {:?}: expected /package.Service/Method",
             parts.uri.path_and_query().map_or("", |p| p.as_str())
         ))));
     }
-    Ok(())
+    None
 }
 
 fn deadline(headers: &HeaderMap) -> Result<Option<Instant>, Status> {
@@ -248,14 +248,14 @@ mod tests {
             Some("application/grpc"),
             "/a.B/C",
         );
-        assert!(check_grpc_request(&ok).is_ok());
+        assert!(reject_non_grpc(&ok).is_none());
         let ok = parts(
             Version::HTTP_2,
             Method::POST,
             Some("application/grpc+proto"),
             "/a.B/C",
         );
-        assert!(check_grpc_request(&ok).is_ok());
+        assert!(reject_non_grpc(&ok).is_none());
 
         let h1 = parts(
             Version::HTTP_11,
@@ -263,23 +263,23 @@ mod tests {
             Some("application/grpc"),
             "/a.B/C",
         );
-        assert_eq!(check_grpc_request(&h1).unwrap_err().status(), 505);
+        assert_eq!(reject_non_grpc(&h1).unwrap().status(), 505);
         let get = parts(
             Version::HTTP_2,
             Method::GET,
             Some("application/grpc"),
             "/a.B/C",
         );
-        assert_eq!(check_grpc_request(&get).unwrap_err().status(), 405);
+        assert_eq!(reject_non_grpc(&get).unwrap().status(), 405);
         let json = parts(
             Version::HTTP_2,
             Method::POST,
             Some("application/json"),
             "/a.B/C",
         );
-        assert_eq!(check_grpc_request(&json).unwrap_err().status(), 415);
+        assert_eq!(reject_non_grpc(&json).unwrap().status(), 415);
         let none = parts(Version::HTTP_2, Method::POST, None, "/a.B/C");
-        assert_eq!(check_grpc_request(&none).unwrap_err().status(), 415);
+        assert_eq!(reject_non_grpc(&none).unwrap().status(), 415);
         for path in ["/", "/a.B", "/a.B/", "//C", "/a/b/c", "/a.B/C?x=1"] {
             let p = parts(
                 Version::HTTP_2,
@@ -287,7 +287,7 @@ mod tests {
                 Some("application/grpc"),
                 path,
             );
-            let res = check_grpc_request(&p).unwrap_err();
+            let res = reject_non_grpc(&p).unwrap();
             assert_eq!(res.status(), 200, "{path}");
             assert_eq!(grpc_status(&res), Some("12"), "{path}");
         }

@@ -125,7 +125,7 @@ async fn director_errors_reach_the_client_unchanged() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(status.message(), "machine fd00::9 is not yours");
-    assert_eq!(&status.details()[..], b"\x08\x07");
+    assert_eq!(status.details(), b"\x08\x07");
 }
 
 #[tokio::test]

@@ -52,7 +52,7 @@ pub fn encode(mut value: u64, out: &mut impl BufMut) {
 /// Number of bytes [`encode`] writes for `value`.
 pub fn encoded_len(value: u64) -> usize {
     // 1 byte per started group of 7 bits; 0 still takes one byte.
-    ((64 - (value | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Protobuf wire types.

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Interop check: a Python grpcio client speaking switchyard.test.v1.TestService.
+
+Point it at a test server or at a Switchyard proxy in front of one:
+
+    pip install -r tests/interop/requirements.txt
+    python3 tests/interop/client.py --target 127.0.0.1:50051
+
+Stubs are generated at run time with grpc_tools.protoc from
+crates/testkit/proto into a temporary directory. One line is printed per
+check; the exit status is non-zero if any check failed.
+"""
+
+import argparse
+import importlib
+import importlib.resources
+import os
+import sys
+import tempfile
+import traceback
+
+import grpc
+from grpc_tools import protoc
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PROTO_ROOT = os.path.join(REPO, "crates", "testkit", "proto")
+PROTOS = ["switchyard/test/v1/test.proto", "google/rpc/status.proto"]
+
+
+def generate_stubs(out_dir):
+    """Generates the Python modules for the test protos into out_dir."""
+    well_known = str(importlib.resources.files("grpc_tools") / "_proto")
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *PROTOS,
+    ]
+    if protoc.main(args) != 0:
+        raise RuntimeError(f"protoc failed: {' '.join(args)}")
+    sys.path.insert(0, out_dir)
+    pb = importlib.import_module("switchyard.test.v1.test_pb2")
+    rpc = importlib.import_module("switchyard.test.v1.test_pb2_grpc")
+    return pb, rpc
+
+
+def check_ping(pb, stub, timeout):
+    reply = stub.Ping(pb.PingRequest(value="hello from python"), timeout=timeout)
+    assert reply.value == "hello from python", f"value {reply.value!r}"
+    assert reply.counter == 1, f"counter {reply.counter}"
+    return f"value echoed by {reply.server!r}"
+
+
+def check_ping_list(pb, stub, timeout):
+    replies = list(stub.PingList(pb.PingRequest(value="list", count=5), timeout=timeout))
+    assert len(replies) == 5, f"{len(replies)} replies"
+    assert all(r.value == "list" for r in replies), "value not echoed"
+    counters = [r.counter for r in replies]
+    assert counters == list(range(5)), f"counters {counters}"
+    return "5 replies"
+
+
+def check_ping_stream(pb, stub, timeout):
+    # Send one message at a time and wait for its reply before the next:
+    # this only passes if the call is really full duplex.
+    import queue
+
+    outgoing = queue.Queue()
+
+    def requests():
+        while True:
+            item = outgoing.get()
+            if item is None:
+                return
+            yield item
+
+    replies = stub.PingStream(requests(), timeout=timeout)
+    for i in range(3):
+        outgoing.put(pb.PingRequest(value=f"ping-{i}"))
+        reply = next(replies)
+        assert reply.value == f"ping-{i}", f"reply {i}: value {reply.value!r}"
+        assert reply.counter == i, f"reply {i}: counter {reply.counter}"
+    outgoing.put(None)
+    rest = list(replies)
+    assert not rest, f"{len(rest)} unexpected replies"
+    return "3 ping-pongs"
+
+
+def check_ping_error(pb, stub, timeout):
+    try:
+        stub.PingError(pb.PingRequest(value="x", error_message="expected failure"), timeout=timeout)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, f"code {err.code()}"
+        assert err.details() == "expected failure", f"details {err.details()!r}"
+        return "FAILED_PRECONDITION"
+    raise AssertionError("PingError succeeded")
+
+
+CHECKS = [
+    ("Ping", check_ping),
+    ("PingList", check_ping_list),
+    ("PingStream", check_ping_stream),
+    ("PingError", check_ping_error),
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True, help="host:port of the server or proxy")
+    parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call, seconds")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failures")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="switchyard-interop-") as out_dir:
+        pb, rpc = generate_stubs(out_dir)
+        with grpc.insecure_channel(args.target) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=args.timeout)
+            except grpc.FutureTimeoutError:
+                print(f"FAIL connect: no connection to {args.target} within {args.timeout}s")
+                return 1
+            stub = rpc.TestServiceStub(channel)
+            failed = 0
+            for name, check in CHECKS:
+                try:
+                    detail = check(pb, stub, args.timeout)
+                    print(f"ok   {name}: {detail}")
+                except Exception as err:  # noqa: BLE001 - report every failure
+                    failed += 1
+                    if isinstance(err, grpc.RpcError):
+                        err = f"{err.code()}: {err.details()}"
+                    print(f"FAIL {name}: {err}")
+                    if args.verbose:
+                        traceback.print_exc()
+            print(f"{len(CHECKS) - failed} passed, {failed} failed")
+            return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
