@@ -1,1 +1,41 @@
-//! placeholder
+//! Machine routing for Switchyard: which machines a gRPC call goes to, and how
+//! their replies say who answered.
+//!
+//! The engine (`switchyard-engine`) forwards gRPC calls without knowing what a
+//! backend is. This crate is the part that knows *machines*: a call carries
+//! `machines` (fan-out) or `machine` (one target) metadata naming machines by
+//! IPv6 address — or by name, ID or `*` with a [`Registry`] — and the
+//! [`Director`] turns that into the local machine's [`LocalBackend`] (a Unix
+//! socket) and cached [`RemoteBackend`]s (the Switchyard of another machine).
+//! It knows nothing about HTTP/2: connections are the engine's
+//! [`Channel`](switchyard_engine::Channel)s.
+//!
+//! In fan-out, every reply entry is tagged with the wire contract of [`pb`]
+//! (`Metadata` in field 1) by a [`One2ManyResponder`], and a machine that fails
+//! contributes an error entry instead of failing the whole call.
+//!
+//! Module map, one idea per file (as in the Go reference):
+//! - [`addr`]: what a machine address is (`fd00::1`, `[fd00::1]:51001`);
+//! - [`registry`]: the optional static list of machines `{id, name, addr}`;
+//! - [`responder`]: tagging replies and turning failures into reply entries;
+//! - [`local`] / [`remote`]: the two kinds of backend;
+//! - [`director`]: metadata → `(Mode, [Backend])`.
+
+#![warn(missing_docs)]
+
+pub mod addr;
+pub mod director;
+mod error;
+pub mod local;
+pub mod pb;
+pub mod registry;
+pub mod remote;
+pub mod responder;
+
+pub use addr::{AddrError, MachineAddr};
+pub use director::{DEFAULT_REMOTE_PORT, Director, DirectorOptions};
+pub use error::DirectorError;
+pub use local::LocalBackend;
+pub use registry::{Machine, Registry, RegistryError, Selection};
+pub use remote::RemoteBackend;
+pub use responder::{MachineInfo, One2ManyResponder, ResponderError};

@@ -124,7 +124,7 @@ mod tests {
         let back = Status::from_header_map(&map).unwrap();
         assert_eq!(back.code(), Code::NotFound);
         assert_eq!(back.message(), "no such thing: é");
-        assert_eq!(&back.details()[..], b"\x01\x02");
+        assert_eq!(back.details(), b"\x01\x02");
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! Machine addresses: an IPv6 address, optionally with the port the machine's
+//! Switchyard listens on.
+//!
+//! Machines of a cluster are reached over an IPv6 mesh, so an address is IPv6
+//! only (the Go reference's `NewRemoteBackend` rejects anything else). A port
+//! is only written when a machine does not listen on the cluster's default
+//! remote port — e.g. several machines sharing `::1` in a demo.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::str::FromStr;
+
+/// An IPv6 machine address with an optional port: `fd00::1`, `[fd00::1]` or
+/// `[fd00::1]:51001`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct MachineAddr {
+    /// The machine's IPv6 address.
+    pub ip: Ipv6Addr,
+    /// The port its Switchyard listens on, when not the default remote port.
+    pub port: Option<u16>,
+}
+
+/// Why a string is not a [`MachineAddr`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a machine address: {reason}")]
+pub struct AddrError {
+    /// The rejected value, as given.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl MachineAddr {
+    /// An address without an explicit port.
+    pub fn new(ip: Ipv6Addr) -> Self {
+        Self { ip, port: None }
+    }
+
+    /// The socket address to dial, using `default_port` when none is given.
+    pub fn socket_addr(&self, default_port: u16) -> SocketAddrV6 {
+        SocketAddrV6::new(self.ip, self.port.unwrap_or(default_port), 0, 0)
+    }
+
+    /// The canonical text for the machine at `socket`: the bare address when it
+    /// listens on `default_port`, `[ip]:port` otherwise.
+    pub fn label(socket: SocketAddrV6, default_port: u16) -> String {
+        if socket.port() == default_port {
+            socket.ip().to_string()
+        } else {
+            socket.to_string()
+        }
+    }
+}
+
+impl fmt::Display for MachineAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            None => write!(f, "{}", self.ip),
+            Some(port) => write!(f, "[{}]:{port}", self.ip),
+        }
+    }
+}
+
+impl FromStr for MachineAddr {
+    type Err = AddrError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let fail = |reason| AddrError {
+            value: value.to_owned(),
+            reason,
+        };
+        if value.is_empty() {
+            return Err(fail("it is empty"));
+        }
+        let Some(rest) = value.strip_prefix('[') else {
+            return match value.parse::<Ipv6Addr>() {
+                Ok(ip) => Ok(Self::new(ip)),
+                Err(_)
+                    if value.parse::<Ipv4Addr>().is_ok()
+                        || value.parse::<SocketAddrV4>().is_ok() =>
+                {
+                    Err(fail("machines are addressed by IPv6, not IPv4"))
+                }
+                Err(_) => Err(fail(
+                    "expected an IPv6 address such as fd00::1 or [fd00::1]:51000",
+                )),
+            };
+        };
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| fail("missing the closing `]`"))?;
+        let ip = host
+            .parse::<Ipv6Addr>()
+            .map_err(|_| fail("the part in brackets is not an IPv6 address"))?;
+        let port = match after {
+            "" => None,
+            _ => {
+                let port = after
+                    .strip_prefix(':')
+                    .ok_or_else(|| fail("expected `:port` after `]`"))?
+                    .parse::<u16>()
+                    .map_err(|_| fail("the port is not a number in 1..=65535"))?;
+                if port == 0 {
+                    return Err(fail("the port is not a number in 1..=65535"));
+                }
+                Some(port)
+            }
+        };
+        Ok(Self { ip, port })
+    }
+}
+
+impl TryFrom<String> for MachineAddr {
+    type Error = AddrError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<MachineAddr, AddrError> {
+        s.parse()
+    }
+
+    #[test]
+    fn accepts_ipv6_with_and_without_port() {
+        let ip: Ipv6Addr = "fd00::1".parse().unwrap();
+        assert_eq!(parse("fd00::1").unwrap(), MachineAddr::new(ip));
+        assert_eq!(parse("[fd00::1]").unwrap(), MachineAddr::new(ip));
+        assert_eq!(parse("FD00:0::1").unwrap(), MachineAddr::new(ip));
+        let with_port = parse("[fd00::1]:51001").unwrap();
+        assert_eq!(with_port.port, Some(51001));
+        assert_eq!(with_port.to_string(), "[fd00::1]:51001");
+        assert_eq!(parse("FD00::0:1").unwrap().to_string(), "fd00::1");
+    }
+
+    #[test]
+    fn rejects_everything_else_naming_the_value() {
+        for bad in [
+            "",
+            "127.0.0.1",
+            "127.0.0.1:51000",
+            "example.com",
+            "[fd00::1",
+            "[fd00::1]51000",
+            "[fd00::1]:",
+            "[fd00::1]:0",
+            "[fd00::1]:70000",
+            "[example.com]:1",
+            " fd00::1",
+            "fe80::1%eth0",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.value, bad);
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+        assert!(parse("10.0.0.1").unwrap_err().to_string().contains("IPv4"));
+    }
+
+    #[test]
+    fn socket_addr_and_label_use_the_default_port() {
+        let a = parse("fd00::1").unwrap();
+        assert_eq!(a.socket_addr(51000).to_string(), "[fd00::1]:51000");
+        let b = parse("[fd00::1]:51001").unwrap();
+        assert_eq!(b.socket_addr(51000).port(), 51001);
+        assert_eq!(MachineAddr::label(a.socket_addr(51000), 51000), "fd00::1");
+        assert_eq!(
+            MachineAddr::label(b.socket_addr(51000), 51000),
+            "[fd00::1]:51001"
+        );
+    }
+}

@@ -1,0 +1,606 @@
+//! One test per routing rule and error of the director.
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use http::HeaderValue;
+use prost::Message;
+use switchyard_engine::{Backend, Director as _, Mode};
+use tonic::Code;
+
+use super::*;
+use crate::pb;
+
+const SOCKET: &str = "/run/switchyard-test/api.sock";
+
+fn director() -> Director {
+    Director::new(SOCKET, DEFAULT_REMOTE_PORT)
+}
+
+fn director_at(local: &str) -> Director {
+    let d = director();
+    d.update_local_address(local).unwrap();
+    d
+}
+
+fn with_options(options: DirectorOptions) -> Director {
+    Director::with_options(SOCKET, DEFAULT_REMOTE_PORT, options)
+}
+
+fn registry() -> Registry {
+    Registry::from_toml(
+        r#"
+        [[machines]]
+        id = "m-1"
+        name = "alpha"
+        addr = "fd00::1"
+
+        [[machines]]
+        id = "m-2"
+        name = "beta"
+        addr = "[fd00::2]:51001"
+
+        [[machines]]
+        id = "m-3"
+        name = "gamma"
+        addr = "fd00::3"
+        "#,
+    )
+    .unwrap()
+}
+
+/// A director on machine `alpha` (fd00::1) with the sample registry.
+fn registry_director() -> Director {
+    with_options(DirectorOptions {
+        registry: Some(registry()),
+        local_address: Some("fd00::1".parse().unwrap()),
+        ..DirectorOptions::default()
+    })
+}
+
+fn parts(headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut builder = http::Request::builder()
+        .method("POST")
+        .uri("http://[fd00::1]:51000/pkg.Service/Method");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).unwrap().into_parts().0
+}
+
+/// Routes through the engine's trait, as the proxy does.
+fn route(d: &Director, headers: &[(&str, &str)]) -> Result<Route, Status> {
+    d.route("/pkg.Service/Method", &parts(headers))
+        .now_or_never()
+        .expect("routing does not wait")
+}
+
+fn names(backends: &[Arc<dyn Backend>]) -> Vec<String> {
+    backends.iter().map(ToString::to_string).collect()
+}
+
+fn routed(d: &Director, headers: &[(&str, &str)]) -> (Mode, Vec<String>) {
+    let (mode, backends) = route(d, headers).unwrap();
+    (mode, names(&backends))
+}
+
+fn rejected(d: &Director, headers: &[(&str, &str)]) -> String {
+    let err = route(d, headers).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    err.message().to_owned()
+}
+
+fn is_local(d: &Director, backend: &Arc<dyn Backend>) -> bool {
+    let local: Arc<dyn Backend> = d.local_backend().clone();
+    Arc::ptr_eq(backend, &local)
+}
+
+/// The metadata a backend writes into its fan-out entries.
+fn metadata_of(backend: &Arc<dyn Backend>) -> pb::Metadata {
+    let entry = backend.build_error(true, &Status::internal("x")).unwrap();
+    let mut metadata = pb::Empty::decode(entry).unwrap().metadata.unwrap();
+    metadata.error.clear();
+    metadata.status = None;
+    metadata
+}
+
+fn metadata(addr: &str, id: &str, name: &str) -> pb::Metadata {
+    pb::Metadata {
+        machine_addr: addr.into(),
+        machine_id: id.into(),
+        machine_name: name.into(),
+        ..Default::default()
+    }
+}
+
+// ---- no routing metadata, loop prevention ----
+
+#[test]
+fn no_metadata_goes_to_the_local_backend() {
+    let d = director();
+    let (mode, backends) = route(&d, &[]).unwrap();
+    assert_eq!(mode, Mode::OneToOne);
+    assert_eq!(backends.len(), 1);
+    assert!(is_local(&d, &backends[0]));
+    assert_eq!(names(&backends), ["local"]);
+}
+
+#[test]
+fn other_metadata_goes_to_the_local_backend() {
+    let d = director_at("fd00::1");
+    assert_eq!(
+        routed(&d, &[("authorization", "x"), ("x-machines", "fd00::2")]),
+        (Mode::OneToOne, vec!["fd00::1".into()])
+    );
+}
+
+#[test]
+fn proxy_authority_means_local_even_with_machines() {
+    let d = director_at("fd00::1");
+    let headers = [
+        ("proxy-authority", "[fd00::9]:51000"),
+        ("machines", "fd00::2, fd00::3"),
+    ];
+    let (mode, backends) = route(&d, &headers).unwrap();
+    assert_eq!(mode, Mode::OneToOne);
+    assert_eq!(backends.len(), 1);
+    assert!(is_local(&d, &backends[0]));
+    // Also with the singular key, and with values that would be invalid.
+    assert!(route(&d, &[("proxy-authority", "x"), ("machine", "fd00::2")]).is_ok());
+    assert!(route(&d, &[("proxy-authority", ""), ("machines", "")]).is_ok());
+    assert!(d.cached_remotes().is_empty());
+}
+
+// ---- machines: one target ----
+
+#[test]
+fn one_remote_machine_is_one_to_one() {
+    let d = director_at("fd00::1");
+    assert_eq!(
+        routed(&d, &[("machines", "fd00::2")]),
+        (Mode::OneToOne, vec!["fd00::2".into()])
+    );
+    assert_eq!(d.cached_remotes(), ["[fd00::2]:51000".parse().unwrap()]);
+}
+
+#[test]
+fn this_machines_own_address_is_the_local_backend() {
+    let d = director_at("fd00::1");
+    for value in ["fd00::1", "FD00:0::1", "[fd00::1]", "[fd00::1]:51000"] {
+        let (mode, backends) = route(&d, &[("machines", value)]).unwrap();
+        assert_eq!(mode, Mode::OneToOne);
+        assert!(is_local(&d, &backends[0]), "{value}");
+    }
+    assert!(d.cached_remotes().is_empty());
+    // Same IP, other port: another machine (e.g. several on ::1).
+    let (_, backends) = route(&d, &[("machines", "[fd00::1]:51001")]).unwrap();
+    assert!(!is_local(&d, &backends[0]));
+    assert_eq!(names(&backends), ["[fd00::1]:51001"]);
+}
+
+#[test]
+fn always_fan_out_makes_one_target_one_to_many() {
+    let d = with_options(DirectorOptions {
+        always_fan_out: true,
+        local_address: Some("fd00::1".parse().unwrap()),
+        ..DirectorOptions::default()
+    });
+    assert_eq!(
+        routed(&d, &[("machines", "fd00::2")]),
+        (Mode::OneToMany, vec!["fd00::2".into()])
+    );
+    assert_eq!(
+        routed(&d, &[("machines", "fd00::1")]),
+        (Mode::OneToMany, vec!["fd00::1".into()])
+    );
+    // No routing metadata, or the singular key: still one-to-one.
+    assert_eq!(route(&d, &[]).unwrap().0, Mode::OneToOne);
+    assert_eq!(
+        route(&d, &[("machine", "fd00::2")]).unwrap().0,
+        Mode::OneToOne
+    );
+}
+
+// ---- machines: several targets ----
+
+#[test]
+fn several_machines_fan_out_in_the_given_order() {
+    let d = director_at("fd00::1");
+    let (mode, backends) = route(&d, &[("machines", "fd00::3,fd00::1 , fd00::2")]).unwrap();
+    assert_eq!(mode, Mode::OneToMany);
+    assert_eq!(names(&backends), ["fd00::3", "fd00::1", "fd00::2"]);
+    assert!(is_local(&d, &backends[1]));
+    assert_eq!(metadata_of(&backends[0]), metadata("fd00::3", "", ""));
+    assert_eq!(metadata_of(&backends[1]), metadata("fd00::1", "", ""));
+}
+
+#[test]
+fn repeated_entries_and_commas_combine() {
+    let d = director();
+    assert_eq!(
+        routed(
+            &d,
+            &[("machines", "fd00::3"), ("machines", "fd00::2, fd00::4")]
+        ),
+        (
+            Mode::OneToMany,
+            vec!["fd00::3".into(), "fd00::2".into(), "fd00::4".into()]
+        )
+    );
+}
+
+#[test]
+fn duplicate_machines_collapse() {
+    let d = director_at("fd00::1");
+    assert_eq!(
+        routed(
+            &d,
+            &[(
+                "machines",
+                "fd00::2, FD00::2, [fd00::2]:51000, fd00::3, fd00::2"
+            )]
+        ),
+        (Mode::OneToMany, vec!["fd00::2".into(), "fd00::3".into()])
+    );
+    // Collapsing to one target is one-to-one.
+    assert_eq!(
+        routed(&d, &[("machines", "fd00::1, [fd00::1]")]),
+        (Mode::OneToOne, vec!["fd00::1".into()])
+    );
+}
+
+#[test]
+fn remote_backends_are_cached_per_socket_address() {
+    let d = director();
+    let (_, first) = route(&d, &[("machines", "fd00::2, fd00::3")]).unwrap();
+    let (_, second) = route(&d, &[("machines", "[fd00::2]:51000")]).unwrap();
+    assert!(Arc::ptr_eq(&first[0], &second[0]));
+    assert_eq!(d.cached_remotes().len(), 2);
+}
+
+#[test]
+fn an_unknown_local_address_routes_own_address_remotely() {
+    // As in the reference: the remote hop then serves it locally
+    // (proxy-authority).
+    let d = director();
+    let (_, backends) = route(&d, &[("machines", "fd00::1")]).unwrap();
+    assert!(!is_local(&d, &backends[0]));
+}
+
+// ---- invalid machines metadata ----
+
+#[test]
+fn an_empty_value_is_invalid() {
+    let d = director();
+    for value in ["", " ", "fd00::2,", ",fd00::2", "fd00::2, ,fd00::3"] {
+        let message = rejected(&d, &[("machines", value)]);
+        assert!(message.contains("empty value"), "{value:?}: {message}");
+        assert!(message.contains("\"machines\""), "{message}");
+    }
+    let message = rejected(&d, &[("machines", "fd00::2"), ("machines", "")]);
+    assert!(message.contains("empty value"), "{message}");
+    assert!(
+        d.cached_remotes().is_empty(),
+        "nothing is cached for a rejected call"
+    );
+}
+
+#[test]
+fn a_value_that_is_not_ipv6_is_invalid_naming_it() {
+    let d = director();
+    for value in ["127.0.0.1", "example.com", "[fd00::1]:0", "fd00::1%eth0"] {
+        let message = rejected(&d, &[("machines", value)]);
+        assert!(message.contains(&format!("{value:?}")), "{message}");
+    }
+    let message = rejected(&d, &[("machines", "fd00::2, alpha, 10.0.0.1")]);
+    assert!(message.contains("\"alpha\""), "{message}");
+    assert!(message.contains("\"10.0.0.1\""), "{message}");
+    assert!(!message.contains("fd00::2"), "{message}");
+    let message = rejected(&d, &[("machines", "*")]);
+    assert!(message.contains("registry"), "{message}");
+    assert!(d.cached_remotes().is_empty());
+}
+
+#[test]
+fn non_utf8_metadata_is_invalid() {
+    let d = director();
+    let mut request = parts(&[]);
+    request.headers.insert(
+        "machines",
+        HeaderValue::from_bytes(b"fd00::2,\xff").unwrap(),
+    );
+    let err = d.route_metadata(&request.headers).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("UTF-8"), "{}", err.message());
+}
+
+// ---- the singular machine key ----
+
+#[test]
+fn machine_is_an_explicit_one_to_one() {
+    let d = director_at("fd00::1");
+    assert_eq!(
+        routed(&d, &[("machine", "fd00::2")]),
+        (Mode::OneToOne, vec!["fd00::2".into()])
+    );
+    let (mode, backends) = route(&d, &[("machine", "fd00::1")]).unwrap();
+    assert_eq!(mode, Mode::OneToOne);
+    assert!(is_local(&d, &backends[0]));
+}
+
+#[test]
+fn machine_with_several_values_is_invalid() {
+    let d = director();
+    let message = rejected(&d, &[("machine", "fd00::2, fd00::3")]);
+    assert!(message.contains("exactly one machine, got 2"), "{message}");
+    assert!(message.contains("\"fd00::2\", \"fd00::3\""), "{message}");
+    let message = rejected(&d, &[("machine", "fd00::2"), ("machine", "fd00::3")]);
+    assert!(message.contains("got 2"), "{message}");
+    let message = rejected(&d, &[("machine", "")]);
+    assert!(message.contains("empty value"), "{message}");
+    let message = rejected(&d, &[("machine", "localhost")]);
+    assert!(message.contains("\"localhost\""), "{message}");
+}
+
+#[test]
+fn machine_and_machines_together_are_invalid() {
+    let d = director();
+    let message = rejected(&d, &[("machine", "fd00::2"), ("machines", "fd00::2")]);
+    assert!(message.contains("both"), "{message}");
+}
+
+// ---- with a registry ----
+
+#[test]
+fn registry_names_ids_and_addresses() {
+    let d = registry_director();
+    let (mode, backends) = route(&d, &[("machines", "gamma, m-2, fd00::1")]).unwrap();
+    assert_eq!(mode, Mode::OneToMany);
+    assert_eq!(names(&backends), ["fd00::3", "[fd00::2]:51001", "fd00::1"]);
+    assert!(is_local(&d, &backends[2]));
+    assert_eq!(
+        metadata_of(&backends[0]),
+        metadata("fd00::3", "m-3", "gamma")
+    );
+    assert_eq!(
+        metadata_of(&backends[1]),
+        metadata("[fd00::2]:51001", "m-2", "beta")
+    );
+    assert_eq!(
+        metadata_of(&backends[2]),
+        metadata("fd00::1", "m-1", "alpha")
+    );
+    assert_eq!(
+        d.cached_remotes(),
+        [
+            "[fd00::2]:51001".parse().unwrap(),
+            "[fd00::3]:51000".parse().unwrap()
+        ]
+    );
+}
+
+#[test]
+fn registry_addresses_match_with_or_without_the_default_port() {
+    let d = registry_director();
+    for value in ["fd00::3", "[fd00::3]:51000", "[fd00::3]"] {
+        assert_eq!(
+            routed(&d, &[("machines", value)]),
+            (Mode::OneToOne, vec!["fd00::3".into()])
+        );
+    }
+    // beta listens on 51001: its address without that port is another socket.
+    let message = rejected(&d, &[("machines", "fd00::2")]);
+    assert!(
+        message.contains("unknown machines: \"fd00::2\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn star_is_every_registered_machine_in_registry_order() {
+    let d = registry_director();
+    let (mode, backends) = route(&d, &[("machines", "*")]).unwrap();
+    assert_eq!(mode, Mode::OneToMany);
+    assert_eq!(names(&backends), ["fd00::1", "[fd00::2]:51001", "fd00::3"]);
+    assert!(is_local(&d, &backends[0]));
+    // Mixed with explicit values: first mention wins, duplicates collapse.
+    assert_eq!(
+        routed(&d, &[("machines", "gamma, *, beta")]).1,
+        ["fd00::3", "fd00::1", "[fd00::2]:51001"]
+    );
+}
+
+#[test]
+fn star_fans_out_even_to_a_single_machine() {
+    let single = Registry::new(vec![registry().machines()[2].clone()]).unwrap();
+    let d = with_options(DirectorOptions {
+        registry: Some(single),
+        ..DirectorOptions::default()
+    });
+    assert_eq!(
+        routed(&d, &[("machines", "*")]),
+        (Mode::OneToMany, vec!["fd00::3".into()])
+    );
+    // The singular key accepts `*` when it means exactly one machine.
+    assert_eq!(
+        routed(&d, &[("machine", "*")]),
+        (Mode::OneToOne, vec!["fd00::3".into()])
+    );
+}
+
+#[test]
+fn star_with_an_empty_registry_is_invalid() {
+    let d = with_options(DirectorOptions {
+        registry: Some(Registry::new(Vec::new()).unwrap()),
+        ..DirectorOptions::default()
+    });
+    let message = rejected(&d, &[("machines", "*")]);
+    assert!(message.contains("registry is empty"), "{message}");
+}
+
+#[test]
+fn unknown_machines_are_all_listed() {
+    let d = registry_director();
+    let message = rejected(
+        &d,
+        &[
+            ("machines", "alpha, delta, fd00::9, delta"),
+            ("machines", "127.0.0.1"),
+        ],
+    );
+    assert!(
+        message.contains(r#"unknown machines: "delta", "fd00::9", "127.0.0.1""#),
+        "{message}"
+    );
+    assert!(d.cached_remotes().is_empty());
+}
+
+#[test]
+fn registry_allows_this_machine_even_when_unregistered() {
+    let d = with_options(DirectorOptions {
+        registry: Some(registry()),
+        local_address: Some("fd00::42".parse().unwrap()),
+        ..DirectorOptions::default()
+    });
+    let (_, backends) = route(&d, &[("machines", "fd00::42, beta")]).unwrap();
+    assert!(is_local(&d, &backends[0]));
+    assert_eq!(metadata_of(&backends[0]), metadata("fd00::42", "", ""));
+}
+
+#[test]
+fn machine_with_registry() {
+    let d = registry_director();
+    assert_eq!(
+        routed(&d, &[("machine", "beta")]),
+        (Mode::OneToOne, vec!["[fd00::2]:51001".into()])
+    );
+    let message = rejected(&d, &[("machine", "*")]);
+    assert!(message.contains("matches 3"), "{message}");
+    let message = rejected(&d, &[("machine", "delta")]);
+    assert!(message.contains("unknown machines: \"delta\""), "{message}");
+}
+
+// ---- runtime changes ----
+
+#[test]
+fn update_local_address_changes_what_this_machine_is() {
+    let d = director();
+    let (_, backends) = route(&d, &[("machines", "fd00::1, fd00::2")]).unwrap();
+    assert!(!is_local(&d, &backends[0]));
+    assert_eq!(d.cached_remotes().len(), 2);
+
+    d.update_local_address("fd00::1").unwrap();
+    assert_eq!(d.local_address(), Some("fd00::1".parse().unwrap()));
+    assert_eq!(d.local_backend().to_string(), "fd00::1");
+    // The cached remote for what is now this machine is forgotten.
+    assert_eq!(d.cached_remotes(), ["[fd00::2]:51000".parse().unwrap()]);
+    let (_, backends) = route(&d, &[("machines", "fd00::1, fd00::2")]).unwrap();
+    assert!(is_local(&d, &backends[0]));
+    assert_eq!(metadata_of(&backends[0]), metadata("fd00::1", "", ""));
+
+    d.update_local_address("").unwrap();
+    assert_eq!(d.local_address(), None);
+    assert_eq!(d.local_backend().to_string(), "local");
+}
+
+#[test]
+fn update_local_address_rejects_non_ipv6() {
+    let d = director_at("fd00::1");
+    let err = d.update_local_address("10.0.0.1").unwrap_err();
+    assert!(err.to_string().contains("\"10.0.0.1\""), "{err}");
+    assert_eq!(d.local_address(), Some("fd00::1".parse().unwrap()));
+}
+
+#[test]
+fn local_backend_carries_registry_identity() {
+    let d = registry_director();
+    assert_eq!(
+        *d.local_backend().info(),
+        MachineInfo {
+            addr: "fd00::1".into(),
+            id: "m-1".into(),
+            name: "alpha".into(),
+        }
+    );
+    d.update_local_address("fd00::3").unwrap();
+    assert_eq!(d.local_backend().info().name, "gamma");
+    d.set_registry(None);
+    assert_eq!(*d.local_backend().info(), MachineInfo::from_addr("fd00::3"));
+}
+
+#[test]
+fn flush_forgets_every_remote_but_running_calls_keep_theirs() {
+    let d = director();
+    let (_, before) = route(&d, &[("machines", "fd00::2, fd00::3")]).unwrap();
+    d.flush_remote_backends();
+    assert!(d.cached_remotes().is_empty());
+    let (_, after) = route(&d, &[("machines", "fd00::2")]).unwrap();
+    assert!(
+        !Arc::ptr_eq(&before[0], &after[0]),
+        "a new backend dials afresh"
+    );
+    // The old backend is still usable by the call that holds it.
+    assert_eq!(before[0].to_string(), "fd00::2");
+}
+
+#[test]
+fn registry_reload_prunes_removed_and_changed_machines() {
+    let d = registry_director();
+    let (_, old) = route(&d, &[("machines", "beta, gamma")]).unwrap();
+    assert_eq!(d.cached_remotes().len(), 2);
+
+    // gamma removed, beta renamed.
+    let mut machines = registry().machines().to_vec();
+    machines.truncate(2);
+    machines[1].name = "bravo".into();
+    d.set_registry(Some(Registry::new(machines).unwrap()));
+    assert!(d.cached_remotes().is_empty());
+    let message = rejected(&d, &[("machines", "gamma")]);
+    assert!(message.contains("\"gamma\""), "{message}");
+    let (_, new) = route(&d, &[("machines", "bravo")]).unwrap();
+    assert_eq!(
+        metadata_of(&new[0]),
+        metadata("[fd00::2]:51001", "m-2", "bravo")
+    );
+    assert!(!Arc::ptr_eq(&old[0], &new[0]));
+
+    // An unchanged machine keeps its cached backend across a reload.
+    d.set_registry(d.registry().map(|r| (*r).clone()));
+    let (_, again) = route(&d, &[("machines", "bravo")]).unwrap();
+    assert!(Arc::ptr_eq(&new[0], &again[0]));
+
+    // Without a registry, names no longer resolve and addresses are plain.
+    d.set_registry(None);
+    assert!(d.cached_remotes().is_empty());
+    assert!(route(&d, &[("machines", "bravo")]).is_err());
+    let (_, plain) = route(&d, &[("machines", "[fd00::2]:51001")]).unwrap();
+    assert_eq!(metadata_of(&plain[0]), metadata("[fd00::2]:51001", "", ""));
+}
+
+#[test]
+fn custom_remote_port() {
+    let d = Director::new(SOCKET, 7000);
+    d.update_local_address("fd00::1").unwrap();
+    assert_eq!(d.remote_port(), 7000);
+    let (_, backends) = route(&d, &[("machines", "fd00::2, [fd00::3]:51000")]).unwrap();
+    assert_eq!(names(&backends), ["fd00::2", "[fd00::3]:51000"]);
+    assert_eq!(
+        d.cached_remotes(),
+        [
+            "[fd00::2]:7000".parse().unwrap(),
+            "[fd00::3]:51000".parse().unwrap()
+        ]
+    );
+    let (_, backends) = route(&d, &[("machines", "[fd00::1]:7000")]).unwrap();
+    assert!(is_local(&d, &backends[0]));
+}
+
+#[test]
+fn closed_director_refuses_calls() {
+    let d = director();
+    route(&d, &[("machines", "fd00::2")]).unwrap();
+    d.close();
+    assert!(d.cached_remotes().is_empty());
+    let err = route(&d, &[]).unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+}

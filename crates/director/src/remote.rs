@@ -1,0 +1,301 @@
+//! The backend for another machine: its Switchyard, over the IPv6 mesh.
+//!
+//! A call forwarded to another machine must arrive there as a *local* call,
+//! or two proxies would bounce it forever: the routing keys (`machines`,
+//! `machine`) are removed and `proxy-authority` records the authority the
+//! client used, which makes the receiving director route locally (loop
+//! prevention). Connections are the engine's [`Channel`]: dialled lazily,
+//! each attempt bounded (10 s), re-dialled in the background with backoff
+//! (capped at 15 s); while the machine is known down, calls fail at once with
+//! `UNAVAILABLE` instead of each waiting for the connect timeout.
+
+use std::fmt;
+use std::net::SocketAddrV6;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderValue};
+use switchyard_engine::{Backend, BoxError, Channel, ChannelConfig, Target, Upstream};
+use tonic::Status;
+
+use crate::addr::{AddrError, MachineAddr};
+use crate::error::DirectorError;
+use crate::responder::{MachineInfo, One2ManyResponder};
+
+/// Metadata key recording that a call was forwarded once, and by which authority.
+pub const PROXY_AUTHORITY: &str = "proxy-authority";
+
+/// Forwards calls to the Switchyard of another machine (the Go reference's
+/// `RemoteBackend`).
+///
+/// Displays as the machine address from its [`MachineInfo`] (e.g. `fd00::2`,
+/// or `[fd00::2]:51001` for a machine on a non-default port).
+#[derive(Debug)]
+pub struct RemoteBackend {
+    socket: SocketAddrV6,
+    channel: Channel,
+    responder: One2ManyResponder,
+}
+
+impl RemoteBackend {
+    /// A backend for the machine at IPv6 address `addr` (`fd00::1` or
+    /// `[fd00::1]`), whose Switchyard listens on `port`. Anything but an IPv6
+    /// address is an error naming the value. Nothing is dialled yet.
+    pub fn new(addr: &str, port: u16) -> Result<Self, DirectorError> {
+        Self::with_config(addr, port, ChannelConfig::default())
+    }
+
+    /// Like [`RemoteBackend::new`], with explicit connection settings.
+    pub fn with_config(
+        addr: &str,
+        port: u16,
+        config: ChannelConfig,
+    ) -> Result<Self, DirectorError> {
+        let parsed: MachineAddr = addr.parse()?;
+        if parsed.port.is_some() {
+            return Err(AddrError {
+                value: addr.to_owned(),
+                reason: "expected an address without a port (the port is given separately)",
+            }
+            .into());
+        }
+        if port == 0 {
+            return Err(AddrError {
+                value: format!("[{}]:0", parsed.ip),
+                reason: "the port is not a number in 1..=65535",
+            }
+            .into());
+        }
+        let info = MachineInfo::from_addr(parsed.ip.to_string());
+        Ok(Self::from_socket(parsed.socket_addr(port), info, config))
+    }
+
+    /// A backend for the machine at `socket`, tagging replies with `info`.
+    pub fn from_socket(socket: SocketAddrV6, info: MachineInfo, config: ChannelConfig) -> Self {
+        Self {
+            socket,
+            channel: Channel::new(Target::Tcp(socket.into()), config),
+            responder: One2ManyResponder::new(info),
+        }
+    }
+
+    /// Replaces the machine info (e.g. registry ID and name) replies carry.
+    pub fn with_info(self, info: MachineInfo) -> Self {
+        self.responder.set_info(info);
+        self
+    }
+
+    /// The address dialled.
+    pub fn socket_addr(&self) -> SocketAddrV6 {
+        self.socket
+    }
+
+    /// The machine info fan-out replies carry.
+    pub fn info(&self) -> Arc<MachineInfo> {
+        self.responder.info()
+    }
+
+    /// Tags replies and builds error entries for this machine.
+    pub fn responder(&self) -> &One2ManyResponder {
+        &self.responder
+    }
+
+    /// Whether the last connection attempt failed and calls fail fast.
+    pub fn is_down(&self) -> bool {
+        self.channel.is_down()
+    }
+
+    /// Forgets the connection and stops reconnecting. Running calls keep
+    /// their connection and finish; new calls fail.
+    pub fn close(&self) {
+        self.channel.close();
+    }
+}
+
+/// The request metadata sent to another machine: the client's metadata
+/// without the routing keys, plus `proxy-authority` (the authority the client
+/// used, or `unknown`) so the next hop serves the call locally.
+fn forwarded_headers(request: &http::request::Parts) -> HeaderMap {
+    let authority = request
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| request.headers.get(http::header::HOST).cloned())
+        .unwrap_or_else(|| HeaderValue::from_static("unknown"));
+    let mut headers = request.headers.clone();
+    for key in [
+        http::header::HOST.as_str(),
+        "machines",
+        "machine",
+        PROXY_AUTHORITY,
+    ] {
+        headers.remove(key);
+    }
+    headers.insert(PROXY_AUTHORITY, authority);
+    headers
+}
+
+impl fmt::Display for RemoteBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.info();
+        if info.addr.is_empty() {
+            write!(f, "{}", self.socket)
+        } else {
+            f.write_str(&info.addr)
+        }
+    }
+}
+
+impl Backend for RemoteBackend {
+    fn connect<'a>(
+        &'a self,
+        request: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Upstream, Status>> {
+        Box::pin(async move {
+            self.channel
+                .upstream(forwarded_headers(request))
+                .await
+                .map_err(|err| {
+                    let down = if self.channel.is_down() {
+                        " (marked down; reconnecting in the background)"
+                    } else {
+                        ""
+                    };
+                    Status::unavailable(format!("machine {self}: {err}{down}"))
+                })
+        })
+    }
+
+    fn append_info(&self, streaming: bool, message: Bytes) -> Result<Bytes, BoxError> {
+        Ok(self.responder.append_info(streaming, message)?)
+    }
+
+    fn build_error(&self, streaming: bool, status: &Status) -> Option<Bytes> {
+        Some(self.responder.build_error(streaming, status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use switchyard_engine::Backoff;
+    use tonic::Code;
+
+    fn request(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = http::Request::builder().method("POST").uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn accepts_only_ipv6_literals() {
+        let b = RemoteBackend::new("fd00::1", 51000).unwrap();
+        assert_eq!(b.socket_addr().to_string(), "[fd00::1]:51000");
+        assert_eq!(b.to_string(), "fd00::1");
+        let b = RemoteBackend::new("[fd00::1]", 51001).unwrap();
+        assert_eq!(b.socket_addr().to_string(), "[fd00::1]:51001");
+        for bad in [
+            "127.0.0.1",
+            "example.com",
+            "",
+            "[fd00::1]:51000",
+            "fd00::1:x",
+        ] {
+            let err = RemoteBackend::new(bad, 51000).unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+        assert!(RemoteBackend::new("fd00::1", 0).is_err());
+    }
+
+    #[test]
+    fn registry_info_is_carried_and_displayed() {
+        let info = MachineInfo {
+            addr: "[fd00::2]:51001".into(),
+            id: "m-2".into(),
+            name: "beta".into(),
+        };
+        let b = RemoteBackend::new("fd00::2", 51001)
+            .unwrap()
+            .with_info(info.clone());
+        assert_eq!(*b.info(), info);
+        let b: Arc<dyn Backend> = Arc::new(b);
+        assert_eq!(b.to_string(), "[fd00::2]:51001");
+    }
+
+    #[test]
+    fn routing_keys_are_dropped_and_proxy_authority_added() {
+        let req = request(
+            "http://[fd00::1]:51000/pkg.Service/Method",
+            &[
+                ("machines", "fd00::2"),
+                ("machines", "fd00::3"),
+                ("machine", "fd00::2"),
+                ("authorization", "Bearer x"),
+                ("x-trace", "1"),
+                ("x-trace", "2"),
+            ],
+        );
+        let headers = forwarded_headers(&req);
+        assert!(headers.get("machines").is_none());
+        assert!(headers.get("machine").is_none());
+        assert_eq!(headers["proxy-authority"], "[fd00::1]:51000");
+        assert_eq!(headers["authorization"], "Bearer x");
+        assert_eq!(headers.get_all("x-trace").iter().count(), 2);
+    }
+
+    #[test]
+    fn proxy_authority_falls_back_to_host_then_unknown() {
+        let req = request(
+            "/pkg.Service/Method",
+            &[("host", "switchyard.local:51000"), ("machines", "fd00::2")],
+        );
+        let headers = forwarded_headers(&req);
+        assert_eq!(headers["proxy-authority"], "switchyard.local:51000");
+        assert!(headers.get("host").is_none());
+
+        let req = request("/pkg.Service/Method", &[("proxy-authority", "spoofed")]);
+        let headers = forwarded_headers(&req);
+        assert_eq!(headers["proxy-authority"], "unknown");
+        assert_eq!(headers.get_all("proxy-authority").iter().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn unreachable_machine_fails_fast_once_down() {
+        // A port on this machine's loopback with nothing listening.
+        let listener = std::net::TcpListener::bind("[::1]:0");
+        let Ok(listener) = listener else {
+            eprintln!("skipped: no IPv6 loopback");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let config = ChannelConfig {
+            connect_timeout: Duration::from_secs(2),
+            backoff: Backoff {
+                initial: Duration::from_secs(60),
+                ..Backoff::REMOTE
+            },
+            ..ChannelConfig::default()
+        };
+        let backend = RemoteBackend::with_config("::1", port, config).unwrap();
+        let req = request("/pkg.Service/Method", &[]);
+        let err = backend.connect(&req).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+        assert!(err.message().contains("machine ::1"), "{}", err.message());
+        assert!(backend.is_down());
+        let again = tokio::time::timeout(Duration::from_millis(100), backend.connect(&req))
+            .await
+            .expect("a machine known down fails fast")
+            .unwrap_err();
+        assert!(
+            again.message().contains("marked down"),
+            "{}",
+            again.message()
+        );
+        backend.close();
+    }
+}

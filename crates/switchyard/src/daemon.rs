@@ -1,0 +1,120 @@
+//! A running Switchyard: the machine director, the proxy engine and the
+//! listeners, wired together. No routing logic lives here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use switchyard_director::{Director, DirectorOptions};
+use switchyard_engine::server::{Listener, ServerConfig, serve};
+use switchyard_engine::{ChannelConfig, ProxyConfig, StreamedMethods, TransparentProxy};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Settings;
+use crate::listen::ListenAddr;
+
+/// A Switchyard serving until [`Daemon::shutdown`].
+#[derive(Debug)]
+pub struct Daemon {
+    director: Arc<Director>,
+    stop: watch::Sender<bool>,
+    servers: JoinSet<()>,
+    socket_files: Vec<PathBuf>,
+}
+
+impl Daemon {
+    /// Binds every listener of `settings` and starts serving.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let mut listeners = Vec::with_capacity(settings.listen.len());
+        let mut socket_files = Vec::new();
+        for addr in &settings.listen {
+            listeners.push(addr.bind(settings.socket_mode).await?);
+            if let ListenAddr::Unix(path) = addr {
+                socket_files.push(path.clone());
+            }
+        }
+        let mut daemon = Self::with_listeners(settings, listeners);
+        daemon.socket_files = socket_files;
+        Ok(daemon)
+    }
+
+    /// Starts serving on listeners bound by the caller.
+    pub fn with_listeners(settings: &Settings, listeners: Vec<Listener>) -> Self {
+        let options = DirectorOptions {
+            remote_channel: ChannelConfig {
+                connect_timeout: settings.connect_timeout,
+                ..ChannelConfig::default()
+            },
+            registry: settings.registry.clone(),
+            always_fan_out: settings.always_fan_out,
+            local_address: settings.local_address,
+            ..DirectorOptions::default()
+        };
+        let director = Arc::new(Director::with_options(
+            settings.local_socket.clone(),
+            settings.remote_port,
+            options,
+        ));
+        let proxy = TransparentProxy::with_config(
+            director.clone(),
+            ProxyConfig {
+                max_message_size: settings.max_message_size,
+                streamed: StreamedMethods::from_list(settings.streamed_methods.iter().cloned()),
+                ..ProxyConfig::default()
+            },
+        );
+        let server = ServerConfig {
+            grace_period: settings.grace_period,
+            ..ServerConfig::default()
+        };
+        let (stop, stopped) = watch::channel(false);
+        let mut servers = JoinSet::new();
+        for listener in listeners {
+            let (proxy, server, mut stopped) = (proxy.clone(), server.clone(), stopped.clone());
+            servers.spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                serve(listener, proxy, &server, shutdown).await;
+            });
+        }
+        Self {
+            director,
+            stop,
+            servers,
+            socket_files: Vec::new(),
+        }
+    }
+
+    /// The machine director (for reloads and flushes).
+    pub fn director(&self) -> &Arc<Director> {
+        &self.director
+    }
+
+    /// Applies the reloadable settings (registry, local address) without
+    /// dropping running calls.
+    pub fn reload(&self, settings: &Settings) {
+        self.director.set_registry(settings.registry.clone());
+        self.director.set_local_address(settings.local_address);
+        tracing::info!(
+            machines = settings.registry.as_ref().map_or(0, |r| r.machines().len()),
+            local_address = ?settings.local_address.map(|a| a.to_string()),
+            "configuration reloaded"
+        );
+    }
+
+    /// Stops accepting, lets running calls finish within the grace period,
+    /// then closes every connection and removes the socket files.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        while let Some(done) = self.servers.join_next().await {
+            done.context("a listener task failed")?;
+        }
+        self.director.close();
+        for path in &self.socket_files {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}

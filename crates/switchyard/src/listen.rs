@@ -1,0 +1,149 @@
+//! Listener addresses (`unix:/path`, `[ip]:port`, `ip:port`) and binding
+//! them, including the care a Unix socket file needs: a stale file left by
+//! a crash is replaced, a live one or a non-socket file is never clobbered.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use switchyard_engine::server::Listener;
+
+/// Where the daemon listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A Unix socket path.
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!("{s:?} has no socket path after unix:"));
+            }
+            return Ok(Self::Unix(path.into()));
+        }
+        s.parse()
+            .map(Self::Tcp)
+            .map_err(|_| format!("{s:?} is not unix:/path, [ipv6]:port or ipv4:port"))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// Binds the address; Unix socket files get `mode` permissions.
+    pub async fn bind(&self, mode: u32) -> anyhow::Result<Listener> {
+        match self {
+            Self::Tcp(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                Ok(listener.into())
+            }
+            Self::Unix(path) => {
+                remove_stale_socket(path)?;
+                let listener = tokio::net::UnixListener::bind(path)
+                    .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))?;
+                Ok(listener.into())
+            }
+        }
+    }
+}
+
+/// Removes `path` if it is a socket nobody listens on any more.
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err).with_context(|| format!("cannot inspect {}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        bail!(
+            "refusing to replace {}: it exists and is not a socket",
+            path.display()
+        );
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => bail!(
+            "another server is already listening on unix:{}",
+            path.display()
+        ),
+        Err(_) => {
+            tracing::info!(path = %path.display(), "replacing stale socket file");
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove stale socket {}", path.display()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(
+            "unix:/run/s.sock".parse(),
+            Ok(ListenAddr::Unix("/run/s.sock".into()))
+        );
+        assert_eq!(
+            "[::1]:51000".parse(),
+            Ok(ListenAddr::Tcp("[::1]:51000".parse().unwrap()))
+        );
+        assert_eq!(
+            "127.0.0.1:80".parse(),
+            Ok(ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()))
+        );
+        for bad in ["unix:", "localhost:80", "::1:80", "[::1]", "51000", ""] {
+            assert!(bad.parse::<ListenAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_sockets_are_replaced_and_live_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("switchyard-listen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let addr = ListenAddr::Unix(path.clone());
+
+        // A live listener is not clobbered.
+        let live = addr.bind(0o660).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let err = addr.bind(0o660).await.unwrap_err().to_string();
+        assert!(err.contains("already listening"), "{err}");
+
+        // Once it is gone, the stale file is replaced.
+        drop(live);
+        addr.bind(0o600).await.unwrap();
+
+        // A regular file is never removed.
+        let file = dir.join("not-a-socket");
+        std::fs::write(&file, b"data").unwrap();
+        let err = ListenAddr::Unix(file.clone())
+            .bind(0o660)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"data");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,10 @@
+//! Compiles the sample API without protoc; the fan-out `Metadata` message
+//! comes from the director crate's wire contract.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/machineinfo/v1/machineinfo.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["proto", "../../crates/director/proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}
