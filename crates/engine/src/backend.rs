@@ -10,7 +10,7 @@ use http::uri::{Authority, Scheme};
 use tonic::Status;
 
 use crate::BoxError;
-use crate::client::SendRequest;
+use crate::client::{Channel, SendRequest};
 
 /// One upstream gRPC server the proxy can forward a call to.
 ///
@@ -58,4 +58,46 @@ pub struct Upstream {
     /// `grpc-timeout` (the remaining deadline) and, in fan-out mode,
     /// `grpc-accept-encoding`, and drops connection-specific headers.
     pub headers: HeaderMap,
+}
+
+/// A backend that forwards every call over one [`Channel`], request
+/// metadata as is. Fan-out replies are left untagged and failures fail the
+/// call (the [`Backend`] defaults); wrap it to change that.
+#[derive(Debug, Clone)]
+pub struct ChannelBackend {
+    channel: Channel,
+}
+
+impl ChannelBackend {
+    /// A backend on `channel`.
+    pub fn new(channel: Channel) -> Self {
+        Self { channel }
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+impl fmt::Display for ChannelBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.channel.target().fmt(f)
+    }
+}
+
+impl Backend for ChannelBackend {
+    fn connect<'a>(
+        &'a self,
+        request: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Upstream, Status>> {
+        Box::pin(async move {
+            let mut headers = request.headers.clone();
+            headers.remove(http::header::HOST);
+            self.channel
+                .upstream(headers)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))
+        })
+    }
 }

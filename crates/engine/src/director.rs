@@ -42,3 +42,33 @@ impl<D: Director + ?Sized> Director for Arc<D> {
         (**self).route(method, request)
     }
 }
+
+/// Routes every call to the same backends in the same mode: the simplest
+/// director, for a plain forwarding proxy or a fixed fan-out.
+#[derive(Debug, Clone)]
+pub struct StaticDirector {
+    mode: Mode,
+    backends: Vec<Arc<dyn Backend>>,
+}
+
+impl StaticDirector {
+    /// Every call goes to `backends` in `mode`.
+    pub fn new(mode: Mode, backends: Vec<Arc<dyn Backend>>) -> Self {
+        Self { mode, backends }
+    }
+
+    /// Every call goes to `backend`, one-to-one.
+    pub fn one(backend: impl Backend) -> Self {
+        Self::new(Mode::OneToOne, vec![Arc::new(backend)])
+    }
+}
+
+impl Director for StaticDirector {
+    fn route<'a>(
+        &'a self,
+        _method: &'a str,
+        _request: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Result<Route, Status>> {
+        Box::pin(std::future::ready(Ok((self.mode, self.backends.clone()))))
+    }
+}

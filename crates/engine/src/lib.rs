@@ -38,11 +38,11 @@ pub mod status;
 pub mod streamed;
 mod upstream;
 
-pub use backend::{Backend, Upstream};
+pub use backend::{Backend, ChannelBackend, Upstream};
 pub use backoff::Backoff;
 pub use body::ResponseBody;
 pub use client::{Channel, ChannelConfig, ConnectError, Target};
-pub use director::{Director, Mode, Route};
+pub use director::{Director, Mode, Route, StaticDirector};
 pub use proxy::{ProxyConfig, TransparentProxy};
 pub use streamed::StreamedMethods;
 

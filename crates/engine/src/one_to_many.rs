@@ -36,7 +36,7 @@ use tonic::{Code, Status};
 use crate::backend::Backend;
 use crate::body::ResponseBody;
 use crate::client::UpstreamBody;
-use crate::codec::frame::{FrameDecoder, FrameError, FrameHeader, FrameScanner};
+use crate::codec::frame::{FrameDecoder, FrameHeader, FrameScanner};
 use crate::proxy::ProxyConfig;
 use crate::status::{self, GRPC_CONTENT_TYPE};
 use crate::{BoxError, upstream};
@@ -131,12 +131,7 @@ async fn pump_request<B>(
                     continue;
                 };
                 if let Err(err) = scanner.observe(&data) {
-                    break match err {
-                        FrameError::TooLarge { .. } => {
-                            Status::resource_exhausted(format!("request {err}"))
-                        }
-                        _ => Status::internal(format!("malformed request: {err}")),
-                    };
+                    break status::request_frame(&err);
                 }
                 queues.retain(|q| !q.is_closed());
                 join_all(queues.iter().map(|q| q.send(Ok(data.clone())))).await;
@@ -145,7 +140,7 @@ async fn pump_request<B>(
             None => match scanner.finish() {
                 // Dropping the queues half-closes every upstream request.
                 Ok(()) => return,
-                Err(err) => break Status::internal(format!("malformed request: {err}")),
+                Err(err) => break status::request_frame(&err),
             },
         }
     };
@@ -209,7 +204,9 @@ impl BackendCall {
             let data = match frame.into_data() {
                 Ok(data) => data,
                 Err(frame) => {
-                    decoder.finish().map_err(|e| self.frame_status(&e))?;
+                    decoder
+                        .finish()
+                        .map_err(|e| status::reply_frame(&e, &self.backend))?;
                     let trailers = frame.into_trailers().unwrap_or_default();
                     return match Status::from_header_map(&trailers) {
                         Some(status) => ok_or_status(status, trailers),
@@ -218,7 +215,10 @@ impl BackendCall {
                 }
             };
             decoder.push(data);
-            while let Some(message) = decoder.next_message().map_err(|e| self.frame_status(&e))? {
+            while let Some(message) = decoder
+                .next_message()
+                .map_err(|e| status::reply_frame(&e, &self.backend))?
+            {
                 let payload = if message.compressed {
                     self.decompress(encoding.as_ref(), &message.payload)?
                 } else {
@@ -232,7 +232,9 @@ impl BackendCall {
                 self.report(Event::Message(self.index, tagged)).await?;
             }
         }
-        decoder.finish().map_err(|e| self.frame_status(&e))?;
+        decoder
+            .finish()
+            .map_err(|e| status::reply_frame(&e, &self.backend))?;
         Err(self.no_status())
     }
 
@@ -241,14 +243,6 @@ impl BackendCall {
             .send(event)
             .await
             .map_err(|_| Status::cancelled("call ended"))
-    }
-
-    fn frame_status(&self, err: &FrameError) -> Status {
-        let code = match err {
-            FrameError::TooLarge { .. } => Code::ResourceExhausted,
-            _ => Code::Internal,
-        };
-        Status::new(code, format!("reply from backend {}: {err}", self.backend))
     }
 
     fn no_status(&self) -> Status {

@@ -23,12 +23,12 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::backend::Backend;
 use crate::body::ResponseBody;
 use crate::client::{SendRequest, UpstreamBody};
-use crate::codec::frame::{FrameError, FrameScanner};
+use crate::codec::frame::FrameScanner;
 use crate::proxy::ProxyConfig;
 use crate::{BoxError, status, upstream};
 
@@ -154,7 +154,7 @@ where
                     && let Err(err) = this.scanner.observe(data)
                 {
                     {
-                        return Self::fail(this.failure, request_frame_status(&err));
+                        return Self::fail(this.failure, status::request_frame(&err));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -168,7 +168,7 @@ where
             }
             None => match this.scanner.finish() {
                 Ok(()) => Poll::Ready(None),
-                Err(err) => Self::fail(this.failure, request_frame_status(&err)),
+                Err(err) => Self::fail(this.failure, status::request_frame(&err)),
             },
         }
     }
@@ -179,13 +179,6 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-fn request_frame_status(err: &FrameError) -> Status {
-    match err {
-        FrameError::TooLarge { .. } => Status::resource_exhausted(format!("request {err}")),
-        _ => Status::internal(format!("malformed request: {err}")),
     }
 }
 
@@ -239,7 +232,7 @@ impl PassthroughBody {
                 Ok(data) => match self.scanner.observe(&data) {
                     Ok(()) => Poll::Ready(Some(Frame::data(data))),
                     Err(err) => {
-                        let status = self.reply_frame_status(&err);
+                        let status = status::reply_frame(&err, &self.backend);
                         self.end(&status)
                     }
                 },
@@ -249,7 +242,7 @@ impl PassthroughBody {
                         Poll::Ready(Some(frame))
                     }
                     Err(err) => {
-                        let status = self.reply_frame_status(&err);
+                        let status = status::reply_frame(&err, &self.backend);
                         self.end(&status)
                     }
                 },
@@ -268,7 +261,7 @@ impl PassthroughBody {
             }
             None => {
                 let status = match self.scanner.finish() {
-                    Err(err) => self.reply_frame_status(&err),
+                    Err(err) => status::reply_frame(&err, &self.backend),
                     Ok(()) => Status::internal(format!(
                         "backend {} ended the stream without a grpc-status",
                         self.backend
@@ -286,13 +279,5 @@ impl PassthroughBody {
             None => true,
             Some(inner) => self.trailers_only && inner.is_end_stream(),
         }
-    }
-
-    fn reply_frame_status(&self, err: &FrameError) -> Status {
-        let code = match err {
-            FrameError::TooLarge { .. } => Code::ResourceExhausted,
-            _ => Code::Internal,
-        };
-        Status::new(code, format!("reply from backend {}: {err}", self.backend))
     }
 }

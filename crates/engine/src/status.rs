@@ -4,6 +4,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tonic::{Code, Status};
 
 use crate::body::ResponseBody;
+use crate::codec::frame::FrameError;
 
 /// The `content-type` of every gRPC response the engine writes itself.
 pub(crate) const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
@@ -92,6 +93,23 @@ pub(crate) fn from_upstream_error(
         source = e.source();
     }
     Status::new(code, format!("backend {backend}: {}", chain(err)))
+}
+
+/// The status for a malformed or oversize message from the client.
+pub(crate) fn request_frame(err: &FrameError) -> Status {
+    match err {
+        FrameError::TooLarge { .. } => Status::resource_exhausted(format!("request {err}")),
+        _ => Status::internal(format!("malformed request: {err}")),
+    }
+}
+
+/// The status for a malformed or oversize message from `backend`.
+pub(crate) fn reply_frame(err: &FrameError, backend: &dyn std::fmt::Display) -> Status {
+    let code = match err {
+        FrameError::TooLarge { .. } => Code::ResourceExhausted,
+        _ => Code::Internal,
+    };
+    Status::new(code, format!("reply from backend {backend}: {err}"))
 }
 
 /// `err` and its sources, joined by ": ".

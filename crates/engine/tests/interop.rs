@@ -37,7 +37,11 @@ async fn python_grpcio_client_through_the_proxy() {
 
     let (addr, server) = TestServer::spawn_tcp("py-backend").await;
     let backend: Arc<dyn Backend> = Arc::new(TestBackend::tcp("py-backend", addr));
-    let proxy = spawn_proxy(Fixed(Mode::OneToOne, vec![backend]), ProxyConfig::default()).await;
+    let proxy = spawn_proxy(
+        StaticDirector::new(Mode::OneToOne, vec![backend]),
+        ProxyConfig::default(),
+    )
+    .await;
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/client.py");
     let run = tokio::process::Command::new(&python)

@@ -174,7 +174,11 @@ async fn a_failure_without_error_entry_fails_the_call() {
         Arc::new(TestBackend::tcp("ok", addr)),
         Arc::new(TestBackend::tcp("strict", dead_addr().await).without_error_entries()),
     ];
-    let proxy = spawn_proxy(Fixed(Mode::OneToMany, backends), ProxyConfig::default()).await;
+    let proxy = spawn_proxy(
+        StaticDirector::new(Mode::OneToMany, backends),
+        ProxyConfig::default(),
+    )
+    .await;
     let status = multi_client(tcp_channel(proxy.addr))
         .ping(ping("x"))
         .await
@@ -326,7 +330,7 @@ async fn a_blackholed_backend_does_not_delay_the_others() {
         backends.push(Arc::new(TestBackend::tcp(name, addr)));
     }
     backends.insert(1, Arc::new(TestBackend::tcp("hole", hole)));
-    let proxy = spawn_proxy(Fixed(Mode::OneToMany, backends), streamed()).await;
+    let proxy = spawn_proxy(StaticDirector::new(Mode::OneToMany, backends), streamed()).await;
     let started = Instant::now();
     let req = with_meta(
         PingRequest {
@@ -369,7 +373,11 @@ async fn unary_deadline_returns_partial_results() {
         Arc::new(TestBackend::tcp("hole", hole)),
         Arc::new(TestBackend::tcp("b", b)),
     ];
-    let proxy = spawn_proxy(Fixed(Mode::OneToMany, backends), ProxyConfig::default()).await;
+    let proxy = spawn_proxy(
+        StaticDirector::new(Mode::OneToMany, backends),
+        ProxyConfig::default(),
+    )
+    .await;
     let (channel, origin) = bare_channel(proxy.addr).await;
     let mut client = MultiServiceClient::with_origin(channel, origin);
     let started = Instant::now();
@@ -419,7 +427,11 @@ async fn compressed_and_malformed_backend_replies() {
         Arc::new(TestBackend::tcp("snappy", raw_backend(unknown).await)),
         Arc::new(TestBackend::tcp("truncated", raw_backend(truncated).await)),
     ];
-    let proxy = spawn_proxy(Fixed(Mode::OneToMany, backends), ProxyConfig::default()).await;
+    let proxy = spawn_proxy(
+        StaticDirector::new(Mode::OneToMany, backends),
+        ProxyConfig::default(),
+    )
+    .await;
     let reply = multi_client(tcp_channel(proxy.addr))
         .ping(ping("x"))
         .await

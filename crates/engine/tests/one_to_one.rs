@@ -25,7 +25,7 @@ async fn setup() -> (TestServer, Proxy) {
 async fn setup_with(config: ProxyConfig) -> (TestServer, Proxy) {
     let (addr, server) = TestServer::spawn_tcp("alpha").await;
     let backend: Arc<dyn Backend> = Arc::new(TestBackend::tcp("alpha", addr));
-    let proxy = spawn_proxy(Fixed(Mode::OneToOne, vec![backend]), config).await;
+    let proxy = spawn_proxy(StaticDirector::new(Mode::OneToOne, vec![backend]), config).await;
     (server, proxy)
 }
 
@@ -309,7 +309,11 @@ async fn client_cancel_cancels_the_backend_stream() {
 async fn backend_down_is_unavailable_quickly() {
     let dead = dead_addr().await;
     let backend: Arc<dyn Backend> = Arc::new(TestBackend::tcp("ghost", dead));
-    let proxy = spawn_proxy(Fixed(Mode::OneToOne, vec![backend]), ProxyConfig::default()).await;
+    let proxy = spawn_proxy(
+        StaticDirector::new(Mode::OneToOne, vec![backend]),
+        ProxyConfig::default(),
+    )
+    .await;
     let started = Instant::now();
     let status = test_client(tcp_channel(proxy.addr))
         .ping(ping("x"))
@@ -345,7 +349,7 @@ async fn raw_call(reply: RawReply) -> tonic::Status {
         max_message_size: 1024,
         ..Default::default()
     };
-    let proxy = spawn_proxy(Fixed(Mode::OneToOne, vec![backend]), config).await;
+    let proxy = spawn_proxy(StaticDirector::new(Mode::OneToOne, vec![backend]), config).await;
     test_client(tcp_channel(proxy.addr))
         .ping(ping("x"))
         .await
@@ -386,7 +390,10 @@ async fn unix_socket_listener_and_backend() {
     let backend: Arc<dyn Backend> = Arc::new(TestBackend::unix("local", &backend_path));
     let _ = std::fs::remove_file(&proxy_path);
     let listener = tokio::net::UnixListener::bind(&proxy_path).unwrap();
-    let proxy = switchyard_engine::TransparentProxy::new(Fixed(Mode::OneToOne, vec![backend]));
+    let proxy = switchyard_engine::TransparentProxy::new(StaticDirector::new(
+        Mode::OneToOne,
+        vec![backend],
+    ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         switchyard_engine::server::serve(listener, proxy, &Default::default(), async {

@@ -17,7 +17,7 @@ use tonic_health::pb::health_client::HealthClient;
 async fn own_services_are_served_and_the_rest_is_proxied() {
     let (backend_addr, server) = TestServer::spawn_tcp("behind").await;
     let backend: Arc<dyn Backend> = Arc::new(TestBackend::tcp("behind", backend_addr));
-    let proxy = TransparentProxy::new(common::Fixed(Mode::OneToOne, vec![backend]));
+    let proxy = TransparentProxy::new(common::StaticDirector::new(Mode::OneToOne, vec![backend]));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>>().await;

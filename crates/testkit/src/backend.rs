@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::uri::Scheme;
 use prost::Message;
 use switchyard_engine::codec::reply;
 use switchyard_engine::{Backend, Backoff, BoxError, Channel, ChannelConfig, Target, Upstream};
@@ -135,19 +134,12 @@ impl Backend for TestBackend {
         request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Upstream, Status>> {
         Box::pin(async move {
-            let connection = self
-                .channel
-                .connection()
-                .await
-                .map_err(|err| Status::unavailable(format!("{}: {err}", self.name)))?;
             let mut headers = request.headers.clone();
             headers.remove(http::header::HOST);
-            Ok(Upstream {
-                connection,
-                scheme: Scheme::HTTP,
-                authority: self.channel.target().authority(),
-                headers,
-            })
+            self.channel
+                .upstream(headers)
+                .await
+                .map_err(|err| Status::unavailable(format!("{}: {err}", self.name)))
         })
     }
 

@@ -40,18 +40,7 @@ pub async fn spawn_proxy(director: impl Director, config: ProxyConfig) -> Proxy 
     Proxy { addr, _stop: stop }
 }
 
-/// Routes every call to the same backends in the same mode.
-pub struct Fixed(pub Mode, pub Vec<Arc<dyn Backend>>);
-
-impl Director for Fixed {
-    fn route<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a http::request::Parts,
-    ) -> BoxFuture<'a, Result<Route, Status>> {
-        Box::pin(async move { Ok((self.0, self.1.clone())) })
-    }
-}
+pub use switchyard_engine::StaticDirector;
 
 /// Fan-out to the backends named by the `x-targets` metadata (comma
 /// separated, in that order), or to all of them without it.
