@@ -108,68 +108,189 @@ impl Settings {
         Self::merge(args, file)
     }
 
+    /// Flags over file over defaults. Both sources are checked in full, so a
+    /// bad value in the file is reported even where a flag overrides it.
     fn merge(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Self> {
-        let remote_port = args
+        let flags = Layer::check(Layer {
+            listen: (!args.listen.is_empty()).then(|| args.listen.clone()),
+            local_socket: args.local_socket.clone(),
+            remote_port: args.remote_port,
+            local_address: args.local_address.clone(),
+            socket_mode: args.socket_mode.clone(),
+            max_message_size: args.max_message_size,
+            streamed_methods: (!args.streamed_methods.is_empty())
+                .then(|| args.streamed_methods.clone()),
+            always_fan_out: args.always_fan_out.then_some(true),
+            connect_timeout_secs: args.connect_timeout_secs,
+            shutdown_grace_secs: args.shutdown_grace_secs,
+        })?;
+        let registry = file
+            .machines
+            .map(|machines| Registry::new(machines).map_err(|e| anyhow!("machines: {e}")))
+            .transpose()?;
+        let file = Layer::check(Layer {
+            listen: file.listen,
+            local_socket: file.local_socket,
+            remote_port: file.remote_port,
+            local_address: file.local_address,
+            socket_mode: file.socket_mode,
+            max_message_size: file.max_message_size,
+            streamed_methods: file.streamed_methods,
+            always_fan_out: file.always_fan_out,
+            connect_timeout_secs: file.connect_timeout_secs,
+            shutdown_grace_secs: file.shutdown_grace_secs,
+        })?;
+        let remote_port = flags
             .remote_port
             .or(file.remote_port)
             .unwrap_or(DEFAULT_REMOTE_PORT);
-        if remote_port == 0 {
+        let listen = flags.listen.or(file.listen).unwrap_or_else(|| {
+            vec![ListenAddr::Tcp(
+                (std::net::Ipv6Addr::UNSPECIFIED, remote_port).into(),
+            )]
+        });
+        let local_socket = flags.local_socket.or(file.local_socket).ok_or_else(|| {
+            anyhow!(
+                "local_socket: not set (--local-socket PATH, or local_socket in the config file)"
+            )
+        })?;
+        Ok(Self {
+            listen,
+            local_socket,
+            remote_port,
+            local_address: flags.local_address.or(file.local_address),
+            socket_mode: flags.socket_mode.or(file.socket_mode).unwrap_or(0o660),
+            max_message_size: flags
+                .max_message_size
+                .or(file.max_message_size)
+                .unwrap_or(switchyard_engine::proxy::DEFAULT_MAX_MESSAGE_SIZE),
+            streamed_methods: flags
+                .streamed_methods
+                .or(file.streamed_methods)
+                .unwrap_or_default(),
+            always_fan_out: flags
+                .always_fan_out
+                .or(file.always_fan_out)
+                .unwrap_or(false),
+            connect_timeout: flags
+                .connect_timeout
+                .or(file.connect_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            grace_period: flags
+                .grace_period
+                .or(file.grace_period)
+                .unwrap_or(Duration::from_secs(10)),
+            registry,
+        })
+    }
+
+    /// The settings that differ from `running` but only take effect on a
+    /// restart (a reload applies the registry and the local address only).
+    pub fn needing_restart(&self, running: &Settings) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("listen", self.listen != running.listen);
+        check("local_socket", self.local_socket != running.local_socket);
+        check("remote_port", self.remote_port != running.remote_port);
+        check("socket_mode", self.socket_mode != running.socket_mode);
+        check(
+            "max_message_size",
+            self.max_message_size != running.max_message_size,
+        );
+        check(
+            "streamed_methods",
+            self.streamed_methods != running.streamed_methods,
+        );
+        check(
+            "always_fan_out",
+            self.always_fan_out != running.always_fan_out,
+        );
+        check(
+            "connect_timeout_secs",
+            self.connect_timeout != running.connect_timeout,
+        );
+        check(
+            "shutdown_grace_secs",
+            self.grace_period != running.grace_period,
+        );
+        changed
+    }
+}
+
+/// One source of settings (flags or file), raw then checked.
+#[derive(Debug, Default)]
+struct Layer {
+    listen: Option<Vec<String>>,
+    local_socket: Option<PathBuf>,
+    remote_port: Option<u16>,
+    local_address: Option<String>,
+    socket_mode: Option<String>,
+    max_message_size: Option<usize>,
+    streamed_methods: Option<Vec<String>>,
+    always_fan_out: Option<bool>,
+    connect_timeout_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+/// A [`Layer`] whose values are all valid.
+#[derive(Debug)]
+struct Checked {
+    listen: Option<Vec<ListenAddr>>,
+    local_socket: Option<PathBuf>,
+    remote_port: Option<u16>,
+    local_address: Option<MachineAddr>,
+    socket_mode: Option<u32>,
+    max_message_size: Option<usize>,
+    streamed_methods: Option<Vec<String>>,
+    always_fan_out: Option<bool>,
+    connect_timeout: Option<Duration>,
+    grace_period: Option<Duration>,
+}
+
+impl Layer {
+    fn check(self) -> anyhow::Result<Checked> {
+        if self.remote_port == Some(0) {
             bail!("remote_port: 0 is not a port");
         }
-        let listen = if args.listen.is_empty() {
-            file.listen.unwrap_or_default()
-        } else {
-            args.listen.clone()
-        };
-        let mut listen = listen
-            .iter()
-            .map(|l| l.parse().map_err(|e| anyhow!("listen: {e}")))
-            .collect::<anyhow::Result<Vec<ListenAddr>>>()?;
-        if listen.is_empty() {
-            listen.push(ListenAddr::Tcp(
-                (std::net::Ipv6Addr::UNSPECIFIED, remote_port).into(),
-            ));
+        let listen = self
+            .listen
+            .map(|all| {
+                all.iter()
+                    .map(|l| l.parse().map_err(|e| anyhow!("listen: {e}")))
+                    .collect::<anyhow::Result<Vec<ListenAddr>>>()
+            })
+            .transpose()?;
+        if listen.as_ref().is_some_and(Vec::is_empty) {
+            bail!("listen: the list is empty");
         }
-        let local_socket = args
-            .local_socket
-            .clone()
-            .or(file.local_socket)
-            .ok_or_else(|| anyhow!("local_socket: not set (--local-socket PATH, or local_socket in the config file)"))?;
-        let local_address = args
+        let local_address = self
             .local_address
-            .clone()
-            .or(file.local_address)
             .map(|a| {
                 a.parse::<MachineAddr>()
                     .map_err(|e| anyhow!("local_address: {e}"))
             })
             .transpose()?;
-        let socket_mode = args.socket_mode.clone().or(file.socket_mode);
-        let socket_mode = match socket_mode {
-            None => 0o660,
-            Some(text) => u32::from_str_radix(text.trim_start_matches("0o"), 8)
-                .ok()
-                .filter(|m| *m <= 0o777)
-                .ok_or_else(|| {
-                    anyhow!("socket_mode: {text:?} is not an octal mode such as 0660")
-                })?,
-        };
-        let max_message_size = args
-            .max_message_size
-            .or(file.max_message_size)
-            .unwrap_or(switchyard_engine::proxy::DEFAULT_MAX_MESSAGE_SIZE);
-        if max_message_size == 0 || max_message_size > u32::MAX as usize {
-            bail!(
-                "max_message_size: {max_message_size} is not between 1 and {}",
-                u32::MAX
-            );
+        let socket_mode = self
+            .socket_mode
+            .map(|text| {
+                u32::from_str_radix(text.trim_start_matches("0o"), 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| {
+                        anyhow!("socket_mode: {text:?} is not an octal mode such as 0660")
+                    })
+            })
+            .transpose()?;
+        if let Some(size) = self.max_message_size
+            && (size == 0 || size > u32::MAX as usize)
+        {
+            bail!("max_message_size: {size} is not between 1 and {}", u32::MAX);
         }
-        let streamed_methods = if args.streamed_methods.is_empty() {
-            file.streamed_methods.unwrap_or_default()
-        } else {
-            args.streamed_methods.clone()
-        };
-        for method in &streamed_methods {
+        for method in self.streamed_methods.iter().flatten() {
             let valid = method
                 .strip_prefix('/')
                 .and_then(|m| m.split_once('/'))
@@ -180,38 +301,23 @@ impl Settings {
                 );
             }
         }
-        let seconds = |name: &str, value: Option<u64>, default: u64| -> anyhow::Result<Duration> {
-            match value.unwrap_or(default) {
-                0 => bail!("{name}: must be at least 1 second"),
-                n => Ok(Duration::from_secs(n)),
+        let seconds = |name: &str, value: Option<u64>| -> anyhow::Result<Option<Duration>> {
+            match value {
+                Some(0) => bail!("{name}: must be at least 1 second"),
+                other => Ok(other.map(Duration::from_secs)),
             }
         };
-        let connect_timeout = seconds(
-            "connect_timeout_secs",
-            args.connect_timeout_secs.or(file.connect_timeout_secs),
-            10,
-        )?;
-        let grace_period = seconds(
-            "shutdown_grace_secs",
-            args.shutdown_grace_secs.or(file.shutdown_grace_secs),
-            10,
-        )?;
-        let registry = file
-            .machines
-            .map(|machines| Registry::new(machines).map_err(|e| anyhow!("machines: {e}")))
-            .transpose()?;
-        Ok(Self {
+        Ok(Checked {
             listen,
-            local_socket,
-            remote_port,
+            local_socket: self.local_socket,
+            remote_port: self.remote_port,
             local_address,
             socket_mode,
-            max_message_size,
-            streamed_methods,
-            always_fan_out: args.always_fan_out || file.always_fan_out.unwrap_or(false),
-            connect_timeout,
-            grace_period,
-            registry,
+            max_message_size: self.max_message_size,
+            streamed_methods: self.streamed_methods,
+            always_fan_out: self.always_fan_out,
+            connect_timeout: seconds("connect_timeout_secs", self.connect_timeout_secs)?,
+            grace_period: seconds("shutdown_grace_secs", self.shutdown_grace_secs)?,
         })
     }
 }
@@ -301,5 +407,30 @@ mod tests {
         "#;
         assert!(error(&a, dup).starts_with("machines:"));
         assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
+        // A bad file value is reported even where a flag overrides it.
+        let overriding = ServeArgs {
+            listen: vec!["[::1]:7000".into()],
+            ..args()
+        };
+        assert!(error(&overriding, r#"listen = ["localhost:80"]"#).starts_with("listen:"));
+    }
+
+    #[test]
+    fn reload_names_what_needs_a_restart() {
+        let running = Settings::merge(&args(), FileConfig::default()).unwrap();
+        let same = Settings::merge(&args(), file(r#"local_address = "fd00::1""#)).unwrap();
+        assert!(same.needing_restart(&running).is_empty());
+        let changed = Settings::merge(
+            &args(),
+            file(
+                r#"listen = ["[::1]:1"]
+            streamed_methods = ["/a.B/C"]"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            changed.needing_restart(&running),
+            ["listen", "streamed_methods"]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! A running Switchyard: the machine director, the proxy engine and the
 //! listeners, wired together. No routing logic lives here.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -20,18 +21,27 @@ pub struct Daemon {
     director: Arc<Director>,
     stop: watch::Sender<bool>,
     servers: JoinSet<()>,
-    socket_files: Vec<PathBuf>,
+    socket_files: Vec<SocketFile>,
 }
 
 impl Daemon {
-    /// Binds every listener of `settings` and starts serving.
+    /// Binds every listener of `settings` and starts serving. When one
+    /// cannot be bound, the socket files of those already bound are removed.
     pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
         let mut listeners = Vec::with_capacity(settings.listen.len());
         let mut socket_files = Vec::new();
         for addr in &settings.listen {
-            listeners.push(addr.bind(settings.socket_mode).await?);
+            let listener = match addr.bind(settings.socket_mode).await {
+                Ok(listener) => listener,
+                Err(err) => {
+                    drop(listeners);
+                    remove_socket_files(&socket_files);
+                    return Err(err);
+                }
+            };
+            listeners.push(listener);
             if let ListenAddr::Unix(path) = addr {
-                socket_files.push(path.clone());
+                socket_files.push(SocketFile::new(path));
             }
         }
         let mut daemon = Self::with_listeners(settings, listeners);
@@ -112,9 +122,47 @@ impl Daemon {
             done.context("a listener task failed")?;
         }
         self.director.close();
-        for path in &self.socket_files {
-            let _ = std::fs::remove_file(path);
-        }
+        remove_socket_files(&self.socket_files);
         Ok(())
+    }
+}
+
+/// A Unix socket file this daemon created, identified by device and inode so
+/// that a file another daemon has since put at the same path (a successor
+/// started while this one drained its calls) is left alone.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            id: file_id(path),
+        }
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
+}
+
+/// Removes the socket files that are still the ones this daemon created.
+fn remove_socket_files(files: &[SocketFile]) {
+    for file in files {
+        match file_id(&file.path) {
+            Some(id) if Some(id) == file.id => {
+                let _ = std::fs::remove_file(&file.path);
+            }
+            Some(_) => tracing::info!(
+                path = %file.path.display(),
+                "socket file replaced by another server; left in place"
+            ),
+            None => {}
+        }
     }
 }

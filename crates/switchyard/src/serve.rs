@@ -1,5 +1,6 @@
 //! `switchyard serve`: the daemon's life cycle. SIGHUP reloads the
-//! configuration file; SIGTERM or ctrl-c shut down gracefully.
+//! configuration file; SIGTERM or ctrl-c shut down gracefully, and a second
+//! one cuts the grace period short.
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
@@ -22,13 +23,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = hangup.recv() => match Settings::load(&args) {
-                Ok(new) => daemon.reload(&new),
+                Ok(new) => {
+                    let restart = new.needing_restart(&settings);
+                    if !restart.is_empty() {
+                        tracing::warn!(settings = ?restart, "changed settings take effect only after a restart");
+                    }
+                    daemon.reload(&new);
+                }
                 Err(err) => tracing::warn!(error = format!("{err:#}"), "reload failed; keeping the running configuration"),
             },
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    tracing::info!(grace = ?settings.grace_period, "shutting down");
-    daemon.shutdown().await
+    tracing::info!(grace = ?settings.grace_period, "shutting down; a second signal stops at once");
+    tokio::select! {
+        result = daemon.shutdown() => result,
+        _ = terminate.recv() => abandon(),
+        _ = tokio::signal::ctrl_c() => abandon(),
+    }
+}
+
+fn abandon() -> anyhow::Result<()> {
+    anyhow::bail!("second signal during shutdown: running calls were cut short")
 }

@@ -1,0 +1,605 @@
+//! End-to-end harness for the `switchyard` daemon: machines made of a
+//! `machine-info` service on a Unix socket plus a Switchyard on a real TCP
+//! socket, run in-process (like `switchyard demo`), and the real binary run
+//! as a child process.
+//!
+//! Every wait is bounded: a hang fails the test with a message instead of
+//! stalling the suite.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use machine_info::pb::machine_info_client::MachineInfoClient;
+use machine_info::pb::{
+    DescribeRequest, DescribeResponse, Description, Metadata, Tick, WatchRequest,
+};
+use switchyard::config::Settings;
+use switchyard::daemon::Daemon;
+use switchyard::listen::ListenAddr;
+use switchyard_director::{DEFAULT_REMOTE_PORT, Machine, Registry};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tonic::metadata::{AsciiMetadataKey, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status, Streaming};
+
+/// The streamed method of the sample API.
+pub const WATCH: &str = switchyard::demo::WATCH;
+
+/// Bound of any single network wait (a call, a message, a process exit):
+/// generous, for a loaded 2-core machine.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Connect bound the in-process machines use for each other.
+pub const CONNECT_BOUND: Duration = Duration::from_secs(10);
+
+/// Names of the three machines of a [`Cluster`].
+pub const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
+
+/// `fut`, or a panic naming `what` after [`WAIT`].
+pub async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
+    bounded_for(WAIT, what, fut).await
+}
+
+/// `fut`, or a panic naming `what` after `limit`.
+pub async fn bounded_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: nothing within {limit:?}"),
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        let remaining = limit.saturating_sub(started.elapsed());
+        if let Ok(Some(value)) = tokio::time::timeout(remaining, check()).await {
+            return value;
+        }
+        if started.elapsed() >= limit {
+            panic!("{what}: still not the case after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Temporary directories
+
+/// A fresh directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `…/switchyard-<tag>-<pid>-<n>`, short enough for Unix socket paths.
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut base = std::env::temp_dir();
+        if base.as_os_str().len() > 40 {
+            base = PathBuf::from("/tmp");
+        }
+        let dir = base.join(format!("sy-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("cannot create a temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        assert!(
+            path.as_os_str().len() < 100,
+            "socket path too long: {}",
+            path.display()
+        );
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Clients and requests
+
+/// A client of the Switchyard (or any gRPC server) at `http://addr`.
+pub fn tcp_client(addr: SocketAddr) -> MachineInfoClient<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a socket address makes a URI")
+        .connect_timeout(Duration::from_secs(5));
+    MachineInfoClient::new(endpoint.connect_lazy())
+}
+
+/// A client of the server on the Unix socket `path` (authority `localhost`).
+pub fn unix_client(path: &Path) -> MachineInfoClient<Channel> {
+    MachineInfoClient::new(switchyard_testkit::client::unix_channel(path))
+}
+
+/// `message` with metadata `key: value` entries, in that order.
+pub fn with_meta<T>(message: T, meta: &[(&str, &str)]) -> Request<T> {
+    let mut request = Request::new(message);
+    for (key, value) in meta {
+        let key = AsciiMetadataKey::from_bytes(key.as_bytes()).expect("a metadata key");
+        let value: MetadataValue<_> = value.parse().expect("ASCII metadata");
+        request.metadata_mut().append(key, value);
+    }
+    request
+}
+
+/// A `Describe` request with metadata.
+pub fn describe(meta: &[(&str, &str)]) -> Request<DescribeRequest> {
+    with_meta(DescribeRequest {}, meta)
+}
+
+/// A `Watch` request for `count` ticks every `interval_ms`, with metadata.
+pub fn watch(count: u32, interval_ms: u32, meta: &[(&str, &str)]) -> Request<WatchRequest> {
+    with_meta(WatchRequest { count, interval_ms }, meta)
+}
+
+/// `Describe` through `client`, bounded.
+pub async fn call_describe(
+    client: &mut MachineInfoClient<Channel>,
+    meta: &[(&str, &str)],
+) -> Result<DescribeResponse, Status> {
+    bounded(
+        &format!("Describe {meta:?}"),
+        client.describe(describe(meta)),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// Starts a `Watch` through `client`, bounded.
+pub async fn start_watch(
+    client: &mut MachineInfoClient<Channel>,
+    count: u32,
+    interval_ms: u32,
+    meta: &[(&str, &str)],
+) -> Streaming<Tick> {
+    bounded(
+        &format!("Watch {meta:?}"),
+        client.watch(watch(count, interval_ms, meta)),
+    )
+    .await
+    .unwrap_or_else(|s| panic!("Watch {meta:?} refused: {s:?}"))
+    .into_inner()
+}
+
+/// The next tick of `stream`, bounded; `None` at the end.
+pub async fn next_tick(stream: &mut Streaming<Tick>) -> Option<Tick> {
+    bounded("next Watch tick", stream.message())
+        .await
+        .unwrap_or_else(|s| panic!("Watch stream failed: {s:?}"))
+}
+
+/// Every remaining tick of `stream` until it ends OK.
+pub async fn rest_of(stream: &mut Streaming<Tick>) -> Vec<Tick> {
+    let mut ticks = Vec::new();
+    while let Some(tick) = next_tick(stream).await {
+        ticks.push(tick);
+    }
+    ticks
+}
+
+/// The error of a fan-out entry: its code and message, `None` when it is an
+/// answer.
+pub fn entry_error(metadata: Option<&Metadata>) -> Option<(Code, String)> {
+    let m = metadata?;
+    if m.error.is_empty() && m.status.is_none() {
+        return None;
+    }
+    let code = m
+        .status
+        .as_ref()
+        .map_or(Code::Unknown, |s| Code::from_i32(s.code));
+    Some((code, m.error.clone()))
+}
+
+/// Panics unless `status` is `code` and its message contains every needle.
+pub fn assert_status(status: &Status, code: Code, needles: &[&str]) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    for needle in needles {
+        assert!(
+            status.message().contains(needle),
+            "status message {:?} does not mention {needle:?}",
+            status.message()
+        );
+    }
+}
+
+/// The `machine_addr` a fan-out reply carries for the machine at `addr`:
+/// the bare IP on the default remote port, `[ip]:port` otherwise.
+pub fn label(addr: SocketAddr, remote_port: u16) -> String {
+    if addr.port() == remote_port {
+        addr.ip().to_string()
+    } else {
+        addr.to_string()
+    }
+}
+
+/// Panics unless `d` is an untagged answer of machine `name`.
+pub fn assert_untagged(d: &Description, name: &str) {
+    assert!(d.metadata.is_none(), "reply should be untagged: {d:?}");
+    assert_eq!(d.name, name, "answered by the wrong machine: {d:?}");
+}
+
+// ---------------------------------------------------------------------------
+// In-process cluster
+
+/// One machine: its `machine-info` service and its Switchyard.
+#[derive(Debug)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    /// Where its Switchyard listens.
+    pub addr: SocketAddr,
+    /// Its `machine-info` service's socket.
+    pub socket: PathBuf,
+    pub service: Option<machine_info::Server>,
+    pub daemon: Option<Daemon>,
+    /// The settings its Switchyard started with.
+    pub settings: Settings,
+}
+
+/// Three machines on `[::1]`, differing by port, with a registry naming them
+/// `alpha` (m1), `beta` (m2), `gamma` (m3).
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    /// The registry of all three machines.
+    pub registry: Registry,
+    dir: TempDir,
+}
+
+/// Settings of a machine whose Switchyard listens on `addr` and whose
+/// service is at `socket`.
+pub fn node_settings(addr: SocketAddr, socket: PathBuf, registry: Option<Registry>) -> Settings {
+    Settings {
+        listen: vec![ListenAddr::Tcp(addr)],
+        local_socket: socket,
+        remote_port: DEFAULT_REMOTE_PORT,
+        local_address: Some(addr.to_string().parse().expect("an IPv6 socket address")),
+        socket_mode: 0o660,
+        max_message_size: switchyard_engine::proxy::DEFAULT_MAX_MESSAGE_SIZE,
+        streamed_methods: vec![WATCH.to_owned()],
+        always_fan_out: false,
+        connect_timeout: CONNECT_BOUND,
+        grace_period: Duration::from_secs(5),
+        registry,
+    }
+}
+
+/// A listener on `[::1]`, free port.
+pub async fn loopback_listener() -> TcpListener {
+    TcpListener::bind((Ipv6Addr::LOCALHOST, 0))
+        .await
+        .expect("these tests need IPv6 loopback ([::1])")
+}
+
+impl Cluster {
+    /// Starts the three machines with [`node_settings`].
+    pub async fn start(tag: &str) -> Self {
+        Self::start_with(tag, |_, _| {}).await
+    }
+
+    /// Starts the three machines, `tweak`ing the settings of machine `i`
+    /// before its Switchyard starts.
+    pub async fn start_with(tag: &str, tweak: impl Fn(usize, &mut Settings)) -> Self {
+        let dir = TempDir::new(tag);
+        let mut listeners = Vec::new();
+        for _ in NAMES {
+            listeners.push(loopback_listener().await);
+        }
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let machines: Vec<Machine> = NAMES
+            .iter()
+            .zip(&addrs)
+            .enumerate()
+            .map(|(i, (name, addr))| Machine {
+                id: format!("m{}", i + 1),
+                name: (*name).to_owned(),
+                addr: addr.to_string().parse().unwrap(),
+            })
+            .collect();
+        let registry = Registry::new(machines.clone()).unwrap();
+        let mut nodes = Vec::new();
+        for (i, (machine, listener)) in machines.into_iter().zip(listeners).enumerate() {
+            let socket = dir.join(&format!("{}.sock", machine.name));
+            let service = machine_info::Server::spawn_unix(&machine.name, &socket).unwrap();
+            let addr = addrs[i];
+            let mut settings = node_settings(addr, socket.clone(), Some(registry.clone()));
+            tweak(i, &mut settings);
+            let daemon = Daemon::with_listeners(&settings, vec![listener.into()]);
+            nodes.push(Node {
+                id: machine.id,
+                name: machine.name,
+                addr,
+                socket,
+                service: Some(service),
+                daemon: Some(daemon),
+                settings,
+            });
+        }
+        let cluster = Self {
+            nodes,
+            registry,
+            dir,
+        };
+        for i in 0..NAMES.len() {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    pub fn dir(&self) -> &TempDir {
+        &self.dir
+    }
+
+    /// Waits until machine `i` answers a local call through its Switchyard.
+    pub async fn wait_ready(&self, i: usize) {
+        let client = self.client(i);
+        let name = self.nodes[i].name.clone();
+        eventually(WAIT, &format!("machine {name} up"), || {
+            let mut client = client.clone();
+            async move { client.describe(describe(&[])).await.ok() }
+        })
+        .await;
+    }
+
+    /// The index of machine `name`.
+    pub fn index(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no machine {name}"))
+    }
+
+    /// A client of machine `i`'s Switchyard (TCP).
+    pub fn client(&self, i: usize) -> MachineInfoClient<Channel> {
+        tcp_client(self.nodes[i].addr)
+    }
+
+    /// A client of machine `i`'s `machine-info` service, bypassing Switchyard.
+    pub fn direct(&self, i: usize) -> MachineInfoClient<Channel> {
+        unix_client(&self.nodes[i].socket)
+    }
+
+    /// Machine `i`'s Switchyard.
+    pub fn daemon(&self, i: usize) -> &Daemon {
+        self.nodes[i].daemon.as_ref().expect("daemon running")
+    }
+
+    /// The metadata fan-out replies of machine `i` carry.
+    pub fn meta(&self, i: usize) -> Metadata {
+        let node = &self.nodes[i];
+        Metadata {
+            machine_addr: label(node.addr, DEFAULT_REMOTE_PORT),
+            machine_id: node.id.clone(),
+            machine_name: node.name.clone(),
+            ..Metadata::default()
+        }
+    }
+
+    /// How many calls machine `i`'s service has answered, this direct one
+    /// included.
+    pub async fn calls(&self, i: usize) -> u64 {
+        let reply = call_describe(&mut self.direct(i), &[])
+            .await
+            .unwrap_or_else(|s| panic!("direct call to {} failed: {s:?}", self.nodes[i].name));
+        reply.messages[0].calls
+    }
+
+    /// A registry of the machines named in `names` (from the cluster's).
+    pub fn registry_of(&self, names: &[&str]) -> Registry {
+        Registry::new(
+            self.registry
+                .machines()
+                .iter()
+                .filter(|m| names.contains(&m.name.as_str()))
+                .cloned()
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// Stops machine `i`'s service and waits until its socket refuses
+    /// connections.
+    pub async fn stop_service(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.service.take().expect("service running").stop();
+        let socket = node.socket.clone();
+        eventually(WAIT, "machine-info socket refusing", || {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(&socket).await.err() }
+        })
+        .await;
+    }
+
+    /// Shuts machine `i`'s Switchyard down (bounded) and waits until its
+    /// port refuses connections.
+    pub async fn stop_daemon(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let daemon = node.daemon.take().expect("daemon running");
+        bounded("Switchyard shutdown", daemon.shutdown())
+            .await
+            .unwrap();
+        let addr = node.addr;
+        eventually(WAIT, "Switchyard port refusing", || async move {
+            tokio::net::TcpStream::connect(addr).await.err()
+        })
+        .await;
+    }
+
+    /// Shuts every Switchyard down, bounded.
+    pub async fn shutdown(mut self) {
+        for node in &mut self.nodes {
+            if let Some(daemon) = node.daemon.take() {
+                bounded("Switchyard shutdown", daemon.shutdown())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The real binary
+
+/// The `switchyard` binary run as a child process; killed on drop.
+#[derive(Debug)]
+pub struct Process {
+    child: tokio::process::Child,
+    stderr: Arc<Mutex<String>>,
+    pid: u32,
+}
+
+impl Process {
+    /// Runs `switchyard <args>` with `RUST_LOG=info`, capturing stderr.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot run the switchyard binary");
+        let pid = child.id().expect("a running child has a pid");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self { child, stderr, pid }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, …) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid);
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits for the exit, at most `limit`; then the rest of stderr.
+    pub async fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, String) {
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.expect("wait"),
+            Err(_) => panic!(
+                "switchyard did not exit within {limit:?}; stderr so far:\n{}",
+                self.stderr()
+            ),
+        };
+        // Let the reader drain the pipe (closed now that the process is gone).
+        let started = Instant::now();
+        let mut last = self.stderr().len();
+        while started.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.stderr().len();
+            if now == last && now > 0 {
+                break;
+            }
+            last = now;
+        }
+        (status, self.stderr())
+    }
+
+    /// Waits until stderr contains `needle`.
+    pub async fn wait_log(&mut self, needle: &str) {
+        let what = format!("log line {needle:?}");
+        let started = Instant::now();
+        while !self.stderr().contains(needle) {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "{what}: switchyard exited ({status}); stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{what}: not within {WAIT:?}; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the Unix socket `path` accepts connections.
+    pub async fn wait_listening(&mut self, path: &Path) {
+        let started = Instant::now();
+        while tokio::net::UnixStream::connect(path).await.is_err() {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "switchyard exited ({status}) before listening on {}; stderr:\n{}",
+                    path.display(),
+                    self.stderr()
+                );
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "switchyard not listening on {} within {WAIT:?}; stderr:\n{}",
+                path.display(),
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Runs `switchyard <args>` to completion (bounded): exit status and stderr.
+pub async fn run_to_exit<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ExitStatus, String) {
+    Process::spawn(args).wait_exit(WAIT).await
+}
+
+/// Writes `text` to `path` atomically (a reader never sees half a file).
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
