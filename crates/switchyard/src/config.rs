@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Answer `machines` one-to-many even for a single machine.
     #[arg(long)]
     pub always_fan_out: bool,
+    /// Do not ask the local server's gRPC reflection which methods stream.
+    #[arg(long)]
+    pub no_detect_streamed_methods: bool,
     /// Bound of one connection attempt to another machine, in seconds [default: 10].
     #[arg(long, value_name = "SECS")]
     pub connect_timeout_secs: Option<u64>,
@@ -61,6 +64,7 @@ pub struct FileConfig {
     max_message_size: Option<usize>,
     streamed_methods: Option<Vec<String>>,
     always_fan_out: Option<bool>,
+    detect_streamed_methods: Option<bool>,
     connect_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     machines: Option<Vec<Machine>>,
@@ -85,6 +89,8 @@ pub struct Settings {
     pub streamed_methods: Vec<String>,
     /// `machines` always fans out.
     pub always_fan_out: bool,
+    /// Learn streamed methods from the local server's gRPC reflection.
+    pub detect_streamed_methods: bool,
     /// Connect bound for other machines.
     pub connect_timeout: Duration,
     /// Shutdown grace period.
@@ -121,6 +127,7 @@ impl Settings {
             streamed_methods: (!args.streamed_methods.is_empty())
                 .then(|| args.streamed_methods.clone()),
             always_fan_out: args.always_fan_out.then_some(true),
+            detect_streamed_methods: args.no_detect_streamed_methods.then_some(false),
             connect_timeout_secs: args.connect_timeout_secs,
             shutdown_grace_secs: args.shutdown_grace_secs,
         })?;
@@ -137,6 +144,7 @@ impl Settings {
             max_message_size: file.max_message_size,
             streamed_methods: file.streamed_methods,
             always_fan_out: file.always_fan_out,
+            detect_streamed_methods: file.detect_streamed_methods,
             connect_timeout_secs: file.connect_timeout_secs,
             shutdown_grace_secs: file.shutdown_grace_secs,
         })?;
@@ -172,6 +180,10 @@ impl Settings {
                 .always_fan_out
                 .or(file.always_fan_out)
                 .unwrap_or(false),
+            detect_streamed_methods: flags
+                .detect_streamed_methods
+                .or(file.detect_streamed_methods)
+                .unwrap_or(true),
             connect_timeout: flags
                 .connect_timeout
                 .or(file.connect_timeout)
@@ -210,6 +222,10 @@ impl Settings {
             self.always_fan_out != running.always_fan_out,
         );
         check(
+            "detect_streamed_methods",
+            self.detect_streamed_methods != running.detect_streamed_methods,
+        );
+        check(
             "connect_timeout_secs",
             self.connect_timeout != running.connect_timeout,
         );
@@ -232,6 +248,7 @@ struct Layer {
     max_message_size: Option<usize>,
     streamed_methods: Option<Vec<String>>,
     always_fan_out: Option<bool>,
+    detect_streamed_methods: Option<bool>,
     connect_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
 }
@@ -247,6 +264,7 @@ struct Checked {
     max_message_size: Option<usize>,
     streamed_methods: Option<Vec<String>>,
     always_fan_out: Option<bool>,
+    detect_streamed_methods: Option<bool>,
     connect_timeout: Option<Duration>,
     grace_period: Option<Duration>,
 }
@@ -316,6 +334,7 @@ impl Layer {
             max_message_size: self.max_message_size,
             streamed_methods: self.streamed_methods,
             always_fan_out: self.always_fan_out,
+            detect_streamed_methods: self.detect_streamed_methods,
             connect_timeout: seconds("connect_timeout_secs", self.connect_timeout_secs)?,
             grace_period: seconds("shutdown_grace_secs", self.shutdown_grace_secs)?,
         })

@@ -8,12 +8,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use switchyard_director::{Director, DirectorOptions};
 use switchyard_engine::server::{Listener, ServerConfig, serve};
-use switchyard_engine::{ChannelConfig, ProxyConfig, StreamedMethods, TransparentProxy};
+use switchyard_engine::{ChannelConfig, ProxyConfig, TransparentProxy};
+use tokio::sync::Notify;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::Settings;
 use crate::listen::ListenAddr;
+use crate::reflect::Streamed;
 
 /// A Switchyard serving until [`Daemon::shutdown`].
 #[derive(Debug)]
@@ -22,6 +25,10 @@ pub struct Daemon {
     stop: watch::Sender<bool>,
     servers: JoinSet<()>,
     socket_files: Vec<SocketFile>,
+    streamed: Streamed,
+    /// Asks the discovery task to look again (on reload).
+    rediscover: Arc<Notify>,
+    discovery: Option<AbortOnDropHandle<()>>,
 }
 
 impl Daemon {
@@ -66,11 +73,19 @@ impl Daemon {
             settings.remote_port,
             options,
         ));
+        let streamed = Streamed::default();
+        let rediscover = Arc::new(Notify::new());
+        let discovery = settings.detect_streamed_methods.then(|| {
+            let task = streamed
+                .clone()
+                .keep_discovering(settings.local_socket.clone(), rediscover.clone());
+            AbortOnDropHandle::new(tokio::spawn(task))
+        });
         let proxy = TransparentProxy::with_config(
             director.clone(),
             ProxyConfig {
                 max_message_size: settings.max_message_size,
-                streamed: StreamedMethods::from_list(settings.streamed_methods.iter().cloned()),
+                streamed: streamed.detector(&settings.streamed_methods),
                 ..ProxyConfig::default()
             },
         );
@@ -94,7 +109,15 @@ impl Daemon {
             stop,
             servers,
             socket_files: Vec::new(),
+            streamed,
+            rediscover,
+            discovery,
         }
+    }
+
+    /// The streamed methods learned from the local server (see [`crate::reflect`]).
+    pub fn discovered_streamed_methods(&self) -> std::collections::HashSet<String> {
+        self.streamed.discovered()
     }
 
     /// The machine director (for reloads and flushes).
@@ -107,6 +130,7 @@ impl Daemon {
     pub fn reload(&self, settings: &Settings) {
         self.director.set_registry(settings.registry.clone());
         self.director.set_local_address(settings.local_address);
+        self.rediscover.notify_one();
         tracing::info!(
             machines = settings.registry.as_ref().map_or(0, |r| r.machines().len()),
             local_address = ?settings.local_address.map(|a| a.to_string()),
@@ -121,6 +145,7 @@ impl Daemon {
         while let Some(done) = self.servers.join_next().await {
             done.context("a listener task failed")?;
         }
+        self.discovery.take();
         self.director.close();
         remove_socket_files(&self.socket_files);
         Ok(())

@@ -91,6 +91,14 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
         .into_inner();
     print_descriptions(&reply.messages);
 
+    let proxy = machines[0].proxy.as_ref().expect("alpha runs");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.discovered_streamed_methods().contains(WATCH) {
+        if Instant::now() > deadline {
+            bail!("alpha did not learn that {WATCH} streams");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     section(
         "4. Streaming fan-out: Watch on machines: * (all), 3 ticks each, interleaved as they arrive",
     );
@@ -99,6 +107,7 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
         interval_ms: 100,
     });
     request.metadata_mut().insert("machines", "*".parse()?);
+    println!("  (each Switchyard learned from its service's gRPC reflection that {WATCH} streams)");
     let mut ticks = client.watch(request).await?.into_inner();
     while let Some(tick) = ticks.message().await? {
         println!(
@@ -176,7 +185,9 @@ async fn start_cluster(dir: &std::path::Path) -> anyhow::Result<Vec<DemoMachine>
             local_address: Some(addr.to_string().parse()?),
             socket_mode: 0o660,
             max_message_size: switchyard_engine::proxy::DEFAULT_MAX_MESSAGE_SIZE,
-            streamed_methods: vec![WATCH.to_owned()],
+            // Learned from each machine's own service (gRPC reflection).
+            streamed_methods: Vec::new(),
+            detect_streamed_methods: true,
             always_fan_out: false,
             connect_timeout: Duration::from_secs(2),
             grace_period: Duration::from_secs(1),

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::*;
 use machine_info::pb::Tick;
@@ -171,5 +172,34 @@ async fn reload_adds_a_machine_without_dropping_a_running_stream() {
     let before = cluster.daemon(A).director().cached_remotes();
     cluster.daemon(A).reload(&settings);
     assert_eq!(cluster.daemon(A).director().cached_remotes(), before);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_methods_are_learned_from_the_local_servers_reflection() {
+    // No configured list: without discovery, Watch would be merged as unary
+    // and its ticks would arrive as one message at the end.
+    let cluster = Cluster::start_with("reflection", |_, settings| {
+        settings.streamed_methods.clear();
+        settings.detect_streamed_methods = true;
+    })
+    .await;
+    let daemon = cluster.daemon(A);
+    eventually(
+        Duration::from_secs(10),
+        "Watch discovered as streamed",
+        || async {
+            daemon
+                .discovered_streamed_methods()
+                .contains(WATCH)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut client = cluster.client(A);
+    let mut stream = start_watch(&mut client, 3, 20, &[("machines", "alpha,beta,gamma")]).await;
+    let ticks = rest_of(&mut stream).await;
+    assert_eq!(ticks.len(), 9, "one tagged message per tick: {ticks:?}");
+    assert!(ticks.iter().all(|t| t.metadata.is_some()));
     cluster.shutdown().await;
 }

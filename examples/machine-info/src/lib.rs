@@ -42,6 +42,10 @@ pub mod pb {
     }
     pub use machineinfo::v1::*;
     pub use switchyard::common::v1::Metadata;
+
+    /// Encoded `FileDescriptorSet` of the API, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/machineinfo_descriptor.bin"));
 }
 
 use pb::machine_info_server::{MachineInfo, MachineInfoServer};
@@ -142,16 +146,29 @@ pub struct Server {
 
 impl Server {
     /// Serves machine `name` on the Unix socket `path` (a stale socket file
-    /// there is replaced).
+    /// there is replaced), with gRPC server reflection.
     pub fn spawn_unix(name: &str, path: &Path) -> std::io::Result<Self> {
+        Self::spawn_unix_with(name, path, true)
+    }
+
+    /// As [`Server::spawn_unix`]; `reflection` says whether the gRPC
+    /// reflection service is served too.
+    pub fn spawn_unix_with(name: &str, path: &Path, reflection: bool) -> std::io::Result<Self> {
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
         let listener = UnixListener::bind(path)?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let router =
-            tonic::transport::Server::builder().add_service(Service::new(name).into_server());
+        let reflection = reflection.then(|| {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .expect("the embedded descriptor set is valid")
+        });
+        let router = tonic::transport::Server::builder()
+            .add_service(Service::new(name).into_server())
+            .add_optional_service(reflection);
         tokio::spawn(async move {
             let incoming = UnixListenerStream::new(listener);
             let _ = router

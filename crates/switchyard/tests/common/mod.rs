@@ -282,6 +282,8 @@ pub fn node_settings(addr: SocketAddr, socket: PathBuf, registry: Option<Registr
         max_message_size: switchyard_engine::proxy::DEFAULT_MAX_MESSAGE_SIZE,
         streamed_methods: vec![WATCH.to_owned()],
         always_fan_out: false,
+        // Deterministic: configured, not discovered (tests/cluster_streams.rs covers discovery).
+        detect_streamed_methods: false,
         connect_timeout: CONNECT_BOUND,
         grace_period: Duration::from_secs(5),
         registry,

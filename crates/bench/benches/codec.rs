@@ -1,0 +1,198 @@
+//! Criterion micro-benchmarks of the pure functions on Switchyard's data
+//! path: gRPC frame parsing over chunked input (as HTTP/2 DATA frames arrive),
+//! tagging fan-out replies (`append_info`), building error entries
+//! (`build_error`) and merging N machines' replies into one message.
+//!
+//! Run with `cargo bench -p switchyard-bench` (add `-- --quick` for a fast pass).
+
+use std::hint::black_box;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
+use switchyard_director::{MachineInfo, One2ManyResponder, pb};
+use switchyard_engine::codec::frame::{FrameDecoder, FrameHeader, FrameScanner, encode_message};
+use switchyard_testkit::pb::{MultiPingReply, MultiPingResponse};
+use tonic::{Code, Status};
+
+const LIMIT: usize = 32 * 1024 * 1024;
+
+/// `count` framed messages of `size` bytes, cut into `chunk`-byte pieces.
+fn chunked_stream(size: usize, count: usize, chunk: usize) -> (usize, Vec<Bytes>) {
+    let message = encode_message(&vec![0x5a; size]).expect("small message");
+    let mut all = BytesMut::with_capacity(message.len() * count);
+    for _ in 0..count {
+        all.extend_from_slice(&message);
+    }
+    let all = all.freeze();
+    let chunks = (0..all.len())
+        .step_by(chunk)
+        .map(|at| all.slice(at..(at + chunk).min(all.len())))
+        .collect();
+    (all.len(), chunks)
+}
+
+fn frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame");
+    for (size, count) in [(64usize, 1024usize), (1024, 256), (64 * 1024, 16)] {
+        for chunk in [1024usize, 16 * 1024] {
+            let (len, chunks) = chunked_stream(size, count, chunk);
+            group.throughput(Throughput::Bytes(len as u64));
+            let id = format!("{size}B-msgs/{chunk}B-chunks");
+            group.bench_with_input(BenchmarkId::new("decoder", &id), &chunks, |b, chunks| {
+                b.iter(|| {
+                    let mut decoder = FrameDecoder::new(LIMIT);
+                    let mut n = 0;
+                    for chunk in chunks {
+                        decoder.push(chunk.clone());
+                        while let Some(message) = decoder.next_message().expect("valid stream") {
+                            black_box(&message);
+                            n += 1;
+                        }
+                    }
+                    decoder.finish().expect("whole messages");
+                    n
+                });
+            });
+            group.bench_with_input(BenchmarkId::new("scanner", &id), &chunks, |b, chunks| {
+                b.iter(|| {
+                    let mut scanner = FrameScanner::new(LIMIT);
+                    for chunk in chunks {
+                        scanner.observe(black_box(chunk)).expect("valid stream");
+                    }
+                    scanner.finish().expect("whole messages");
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+fn machine(i: usize) -> MachineInfo {
+    MachineInfo {
+        addr: format!("[fd00::{i:x}]:51000"),
+        id: format!("m-{i}"),
+        name: format!("machine-{i}"),
+    }
+}
+
+fn reply_entry(i: usize) -> MultiPingReply {
+    MultiPingReply {
+        metadata: None,
+        value: format!("value {i}"),
+        counter: i as i64,
+        server: "backend".into(),
+        payload: vec![0xa5; 64],
+    }
+}
+
+/// A unary fan-out reply with `n` entries.
+fn unary_reply(n: usize) -> Bytes {
+    MultiPingResponse {
+        messages: (0..n).map(reply_entry).collect(),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+fn failing_status(details: usize) -> Status {
+    let rpc = pb::RpcStatus {
+        code: Code::Unavailable as i32,
+        message: "connection refused".into(),
+        details: (0..details)
+            .map(|i| prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+                value: format!("reason {i}").into_bytes(),
+            })
+            .collect(),
+    };
+    Status::with_details(
+        Code::Unavailable,
+        "connection refused",
+        rpc.encode_to_vec().into(),
+    )
+}
+
+fn responder(c: &mut Criterion) {
+    let responder = One2ManyResponder::new(machine(2));
+    let mut group = c.benchmark_group("append_info");
+    for n in [1usize, 10, 100] {
+        let reply = unary_reply(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("unary", n), &reply, |b, reply| {
+            b.iter(|| {
+                responder
+                    .append_info(false, reply.clone())
+                    .expect("fan-out shape")
+            });
+        });
+    }
+    let streamed: Bytes = reply_entry(0).encode_to_vec().into();
+    group.bench_function("streamed", |b| {
+        b.iter(|| {
+            responder
+                .append_info(true, streamed.clone())
+                .expect("any message")
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("build_error");
+    for n in [1usize, 10, 100] {
+        let status = failing_status(n);
+        group.bench_with_input(
+            BenchmarkId::new("unary/details", n),
+            &status,
+            |b, status| {
+                b.iter(|| responder.build_error(false, black_box(status)));
+            },
+        );
+    }
+    let plain = Status::unavailable("connection refused");
+    group.bench_function("streamed/no-details", |b| {
+        b.iter(|| responder.build_error(true, black_box(&plain)));
+    });
+    group.finish();
+}
+
+/// What the engine does with a unary fan-out's replies once every machine
+/// answered: tag each machine's reply, then write one message whose prefix
+/// announces the sum and whose parts are the tagged replies (not copied).
+fn merge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("merge");
+    for n in [1usize, 4, 16, 100] {
+        let responders: Vec<One2ManyResponder> =
+            (0..n).map(|i| One2ManyResponder::new(machine(i))).collect();
+        let reply = unary_reply(1);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("tag+merge", n), &reply, |b, reply| {
+            b.iter(|| {
+                let parts: Vec<Bytes> = responders
+                    .iter()
+                    .map(|r| r.append_info(false, reply.clone()).expect("fan-out shape"))
+                    .collect();
+                let len: usize = parts.iter().map(Bytes::len).sum();
+                let prefix = FrameHeader::uncompressed(len).expect("fits").encode();
+                black_box((prefix, parts))
+            });
+        });
+        let tagged: Vec<Bytes> = responders
+            .iter()
+            .map(|r| r.append_info(false, reply.clone()).expect("fan-out shape"))
+            .collect();
+        group.bench_with_input(
+            BenchmarkId::new("copying-concat", n),
+            &tagged,
+            |b, tagged| {
+                b.iter(|| {
+                    let payload: Vec<u8> = tagged.concat();
+                    encode_message(&payload).expect("fits")
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frames, responder, merge);
+criterion_main!(benches);

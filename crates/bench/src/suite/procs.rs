@@ -1,0 +1,402 @@
+//! The processes of a benchmark run: sample backends, Switchyard daemons and
+//! nginx, each a child process with its log in the run's directory, stopped
+//! with SIGTERM (then SIGKILL after a bound) when dropped.
+
+use std::fs::File;
+use std::net::{Ipv6Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::target::Target;
+
+/// Methods whose replies stream, for the daemons' fan-out.
+const STREAMED: [&str; 4] = [
+    "/switchyard.test.v1.TestService/PingList",
+    "/switchyard.test.v1.TestService/PingStream",
+    "/switchyard.test.v1.MultiService/PingList",
+    "/switchyard.test.v1.MultiService/PingStream",
+];
+
+/// A child process, stopped when dropped.
+#[derive(Debug)]
+pub(crate) struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `command`, its stdout and stderr going to `<dir>/<name>.log`.
+    pub(crate) fn spawn(name: &str, dir: &Path, mut command: Command) -> anyhow::Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({command:?})"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    /// The process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails with the log's tail if the process has exited.
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "{} exited ({status}); last lines of {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until `target` accepts connections (10 s at most).
+    pub(crate) fn wait_ready(&mut self, target: &Target) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            self.check_alive()?;
+            let ok = match target {
+                Target::Tcp(addr) => std::net::TcpStream::connect(addr).is_ok(),
+                Target::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+            };
+            if ok {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!(
+                    "{} does not accept connections on {target} after 10 s",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if the process is still there after 5 s.
+    pub(crate) fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `count` distinct free TCP ports on `[::1]`.
+pub(crate) fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind((Ipv6Addr::LOCALHOST, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot bind [::1]: the suite needs IPv6 loopback")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// The binaries the suite runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Binaries {
+    /// `switchyard-bench` itself (backend and load generator).
+    pub(crate) bench: PathBuf,
+    /// The `switchyard` daemon.
+    pub(crate) switchyard: PathBuf,
+}
+
+/// One simulated machine: its backend on a Unix socket and its Switchyard on
+/// `[::1]:port`.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    pub(crate) socket: PathBuf,
+    pub(crate) daemon: Proc,
+    pub(crate) backend: Proc,
+}
+
+impl Machine {
+    pub(crate) fn proxy_target(&self) -> Target {
+        Target::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
+    }
+
+    pub(crate) fn backend_target(&self) -> Target {
+        Target::Unix(self.socket.clone())
+    }
+}
+
+/// Starts a backend on `socket`.
+pub(crate) fn start_backend(
+    bins: &Binaries,
+    dir: &Path,
+    name: &str,
+    socket: &Path,
+) -> anyhow::Result<Proc> {
+    let mut command = Command::new(&bins.bench);
+    command
+        .arg("backend")
+        .arg("--listen")
+        .arg(socket)
+        .args(["--name", name]);
+    let mut proc = Proc::spawn(&format!("backend-{name}"), dir, command)?;
+    proc.wait_ready(&Target::Unix(socket.to_owned()))?;
+    Ok(proc)
+}
+
+/// Writes the config of a daemon listening on `[::1]:port` for the backend
+/// on `socket`, with `registry` as its `[[machines]]`, and starts it.
+pub(crate) fn start_daemon(
+    bins: &Binaries,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    socket: &Path,
+    registry: &[(String, u16)],
+) -> anyhow::Result<Proc> {
+    let mut toml = String::new();
+    toml.push_str(&format!("listen = [\"[::1]:{port}\"]\n"));
+    toml.push_str(&format!(
+        "local_socket = {:?}\n",
+        socket.display().to_string()
+    ));
+    toml.push_str(&format!("local_address = \"[::1]:{port}\"\n"));
+    toml.push_str("always_fan_out = true\n");
+    toml.push_str("connect_timeout_secs = 2\n");
+    toml.push_str("shutdown_grace_secs = 1\n");
+    toml.push_str(&format!("streamed_methods = {STREAMED:?}\n"));
+    for (machine, machine_port) in registry {
+        toml.push_str(&format!(
+            "\n[[machines]]\nid = \"{machine}\"\nname = \"{machine}\"\naddr = \"[::1]:{machine_port}\"\n"
+        ));
+    }
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, toml).with_context(|| format!("cannot write {}", config.display()))?;
+    let mut command = Command::new(&bins.switchyard);
+    command.arg("serve").arg("--config").arg(&config);
+    command.env("RUST_LOG", "warn");
+    let mut proc = Proc::spawn(&format!("switchyard-{name}"), dir, command)?;
+    proc.wait_ready(&Target::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
+    Ok(proc)
+}
+
+/// Starts `count` machines `m0…`, every daemon knowing every machine.
+pub(crate) fn start_machines(
+    bins: &Binaries,
+    dir: &Path,
+    count: usize,
+) -> anyhow::Result<Vec<Machine>> {
+    let ports = free_ports(count)?;
+    let registry: Vec<(String, u16)> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| (format!("m{i}"), *port))
+        .collect();
+    let mut backends = Vec::with_capacity(count);
+    for (name, _) in &registry {
+        let socket = dir.join(format!("{name}.sock"));
+        backends.push((start_backend(bins, dir, name, &socket)?, socket));
+    }
+    let mut machines = Vec::with_capacity(count);
+    for ((name, port), (backend, socket)) in registry.iter().zip(backends) {
+        let daemon = start_daemon(bins, dir, name, *port, &socket, &registry)?;
+        machines.push(Machine {
+            name: name.clone(),
+            port: *port,
+            socket,
+            daemon,
+            backend,
+        });
+    }
+    Ok(machines)
+}
+
+/// nginx as a gRPC reverse proxy (`grpc_pass`) in front of a backend.
+#[derive(Debug)]
+pub(crate) struct Nginx {
+    pub(crate) port: u16,
+    pub(crate) version: String,
+    _proc: Proc,
+}
+
+impl Nginx {
+    pub(crate) fn target(&self) -> Target {
+        Target::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
+    }
+}
+
+/// Where Debian puts nginx.
+const NGINX: &str = "/usr/sbin/nginx";
+
+/// The nginx version, if nginx is installed.
+fn nginx_version() -> Option<String> {
+    let out = Command::new(NGINX).arg("-v").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.trim()
+        .strip_prefix("nginx version: ")
+        .map(str::to_owned)
+        .or_else(|| out.status.success().then(|| text.trim().to_owned()))
+}
+
+/// Runs `command`, killing it after `bound`; whether it succeeded.
+fn run_bounded(mut command: Command, bound: Duration) -> anyhow::Result<bool> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.success());
+        }
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Installs Debian's nginx with apt-get when it is missing and `install` is
+/// set. Returns the version, or why there is none.
+pub(crate) fn ensure_nginx(install: bool) -> Result<String, String> {
+    if let Some(version) = nginx_version() {
+        return Ok(version);
+    }
+    if !install {
+        return Err("nginx is not installed (the full suite installs it with apt-get)".into());
+    }
+    eprintln!("suite: nginx is missing; installing Debian's nginx with apt-get");
+    let pid_before = std::fs::read_to_string("/run/nginx.pid").ok();
+    let mut update = Command::new("apt-get");
+    update.arg("update");
+    if !run_bounded(update, Duration::from_secs(300)).unwrap_or(false) {
+        return Err("`apt-get update` failed; nginx was skipped".into());
+    }
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "--no-install-recommends", "nginx"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    if !run_bounded(install, Duration::from_secs(600)).unwrap_or(false) {
+        return Err("`apt-get install nginx` failed; nginx was skipped".into());
+    }
+    // The package may have started its default server (port 80); stop the
+    // instance the installation started, and only that one.
+    if let Ok(pid) = std::fs::read_to_string("/run/nginx.pid")
+        && Some(&pid) != pid_before.as_ref()
+    {
+        let _ = Command::new(NGINX).args(["-s", "quit"]).status();
+    }
+    nginx_version().ok_or_else(|| "nginx was installed but does not run".into())
+}
+
+/// Starts nginx on `[::1]:port` with `grpc_pass` to the Unix socket `backend`.
+pub(crate) fn start_nginx(
+    dir: &Path,
+    version: String,
+    backend: &Path,
+    port: u16,
+) -> anyhow::Result<Nginx> {
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("tmp"))?;
+    let p = |name: &str| prefix.join(name).display().to_string();
+    let root = std::env::var("USER").is_ok_and(|u| u == "root")
+        || std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        });
+    let conf = format!(
+        r#"# Written by switchyard-bench suite: nginx as a gRPC proxy in front of the
+# sample backend, tuned as a production gRPC front would be (upstream
+# keepalive, no access log, one worker per core).
+{user}worker_processes auto;
+daemon off;
+master_process on;
+pid {pid};
+error_log {error_log} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream backend {{
+        server unix:{backend};
+        keepalive 128;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen [::1]:{port} http2;
+        http2_max_concurrent_streams 1024;
+        keepalive_requests 1000000;
+        client_max_body_size 0;
+        location / {{
+            grpc_pass grpc://backend;
+            grpc_read_timeout 120s;
+            grpc_send_timeout 120s;
+        }}
+    }}
+}}
+"#,
+        user = if root { "user root;\n" } else { "" },
+        pid = p("nginx.pid"),
+        error_log = p("error.log"),
+        tmp = p("tmp"),
+        backend = backend.display(),
+    );
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let mut command = Command::new(NGINX);
+    command
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(prefix.join("error.log"));
+    let mut proc = Proc::spawn("nginx", dir, command)?;
+    proc.wait_ready(&Target::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
+    Ok(Nginx {
+        port,
+        version,
+        _proc: proc,
+    })
+}
