@@ -137,6 +137,8 @@ pub struct Channel {
 #[derive(Debug)]
 struct Inner {
     target: Target,
+    /// Computed once: every call's URI needs it.
+    authority: Authority,
     config: ChannelConfig,
     state: Mutex<State>,
 }
@@ -157,6 +159,7 @@ impl Channel {
     pub fn new(target: Target, config: ChannelConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                authority: target.authority(),
                 target,
                 config,
                 state: Mutex::new(State::Idle),
@@ -198,7 +201,7 @@ impl Channel {
         Ok(Upstream {
             connection: self.connection().await?,
             scheme: Scheme::HTTP,
-            authority: self.inner.target.authority(),
+            authority: self.inner.authority.clone(),
             headers,
         })
     }

@@ -10,6 +10,14 @@ use switchyard_director::{DEFAULT_REMOTE_PORT, Machine, MachineAddr, Registry};
 
 use crate::listen::ListenAddr;
 
+/// Runtime threads unless configured: one thread avoids cross-thread wakeups
+/// and work stealing, which cost more than they give on the small machines
+/// a management proxy shares with its workload (see docs/PERFORMANCE.md).
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+
+/// A bound that catches typos such as `worker_threads = 1000`.
+const MAX_WORKER_THREADS: usize = 256;
+
 /// Flags of `switchyard serve` (each overrides the same setting of the file).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
@@ -50,6 +58,10 @@ pub struct ServeArgs {
     /// After SIGTERM, how long running calls may take to finish, in seconds [default: 10].
     #[arg(long, value_name = "SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Threads that run calls [default: 1; one core serves tens of thousands
+    /// of calls per second, and a single thread needs no cross-thread wakeups].
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
 }
 
 /// The configuration file.
@@ -67,6 +79,7 @@ pub struct FileConfig {
     detect_streamed_methods: Option<bool>,
     connect_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    worker_threads: Option<usize>,
     machines: Option<Vec<Machine>>,
 }
 
@@ -95,6 +108,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Shutdown grace period.
     pub grace_period: Duration,
+    /// Runtime threads.
+    pub worker_threads: usize,
     /// The machine registry, if any.
     pub registry: Option<Registry>,
 }
@@ -130,6 +145,7 @@ impl Settings {
             detect_streamed_methods: args.no_detect_streamed_methods.then_some(false),
             connect_timeout_secs: args.connect_timeout_secs,
             shutdown_grace_secs: args.shutdown_grace_secs,
+            worker_threads: args.worker_threads,
         })?;
         let registry = file
             .machines
@@ -147,6 +163,7 @@ impl Settings {
             detect_streamed_methods: file.detect_streamed_methods,
             connect_timeout_secs: file.connect_timeout_secs,
             shutdown_grace_secs: file.shutdown_grace_secs,
+            worker_threads: file.worker_threads,
         })?;
         let remote_port = flags
             .remote_port
@@ -192,6 +209,10 @@ impl Settings {
                 .grace_period
                 .or(file.grace_period)
                 .unwrap_or(Duration::from_secs(10)),
+            worker_threads: flags
+                .worker_threads
+                .or(file.worker_threads)
+                .unwrap_or(DEFAULT_WORKER_THREADS),
             registry,
         })
     }
@@ -233,6 +254,10 @@ impl Settings {
             "shutdown_grace_secs",
             self.grace_period != running.grace_period,
         );
+        check(
+            "worker_threads",
+            self.worker_threads != running.worker_threads,
+        );
         changed
     }
 }
@@ -251,6 +276,7 @@ struct Layer {
     detect_streamed_methods: Option<bool>,
     connect_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    worker_threads: Option<usize>,
 }
 
 /// A [`Layer`] whose values are all valid.
@@ -267,6 +293,7 @@ struct Checked {
     detect_streamed_methods: Option<bool>,
     connect_timeout: Option<Duration>,
     grace_period: Option<Duration>,
+    worker_threads: Option<usize>,
 }
 
 impl Layer {
@@ -319,6 +346,11 @@ impl Layer {
                 );
             }
         }
+        if let Some(n) = self.worker_threads
+            && !(1..=MAX_WORKER_THREADS).contains(&n)
+        {
+            bail!("worker_threads: {n} is not between 1 and {MAX_WORKER_THREADS}");
+        }
         let seconds = |name: &str, value: Option<u64>| -> anyhow::Result<Option<Duration>> {
             match value {
                 Some(0) => bail!("{name}: must be at least 1 second"),
@@ -337,6 +369,7 @@ impl Layer {
             detect_streamed_methods: self.detect_streamed_methods,
             connect_timeout: seconds("connect_timeout_secs", self.connect_timeout_secs)?,
             grace_period: seconds("shutdown_grace_secs", self.shutdown_grace_secs)?,
+            worker_threads: self.worker_threads,
         })
     }
 }
@@ -369,6 +402,7 @@ mod tests {
         assert_eq!(s.max_message_size, 32 * 1024 * 1024);
         assert_eq!(s.connect_timeout, Duration::from_secs(10));
         assert!(s.registry.is_none() && !s.always_fan_out);
+        assert_eq!(s.worker_threads, 1);
     }
 
     #[test]
@@ -414,6 +448,8 @@ mod tests {
         assert!(error(&a, r#"streamed_methods = ["Watch"]"#).starts_with("streamed_methods:"));
         assert!(error(&a, "connect_timeout_secs = 0").starts_with("connect_timeout_secs:"));
         assert!(error(&a, "shutdown_grace_secs = 0").starts_with("shutdown_grace_secs:"));
+        assert!(error(&a, "worker_threads = 0").starts_with("worker_threads:"));
+        assert!(error(&a, "worker_threads = 1000").starts_with("worker_threads:"));
         let dup = r#"
             [[machines]]
             id = "m1"

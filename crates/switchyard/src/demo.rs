@@ -191,6 +191,7 @@ async fn start_cluster(dir: &std::path::Path) -> anyhow::Result<Vec<DemoMachine>
             always_fan_out: false,
             connect_timeout: Duration::from_secs(2),
             grace_period: Duration::from_secs(1),
+            worker_threads: crate::config::DEFAULT_WORKER_THREADS,
             registry: Some(registry.clone()),
         };
         let proxy = Daemon::with_listeners(&settings, vec![listener.into()]);

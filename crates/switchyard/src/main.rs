@@ -21,8 +21,7 @@ enum Command {
     Demo(DemoArgs),
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Serve(_) => "info",
@@ -35,8 +34,10 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(args) => switchyard::serve::run(args).await,
-        Command::Demo(args) => switchyard::demo::run(args).await,
+        Command::Serve(args) => switchyard::serve::main(args),
+        Command::Demo(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(switchyard::demo::run(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,9 +8,32 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::{ServeArgs, Settings};
 use crate::daemon::Daemon;
 
-/// Runs the daemon until SIGTERM or ctrl-c.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Reads the settings, builds the runtime they ask for and runs the daemon
+/// on it until SIGTERM or ctrl-c.
+pub fn main(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
+    runtime(settings.worker_threads)?.block_on(run(args, settings))
+}
+
+/// One thread runs everything on the current-thread scheduler (no work
+/// stealing, no cross-thread wakeups); more get the multi-thread one.
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs the daemon with `settings` until SIGTERM or ctrl-c; `args` are read
+/// again on SIGHUP.
+pub async fn run(args: ServeArgs, settings: Settings) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let daemon = Daemon::start(&settings).await?;

@@ -286,6 +286,7 @@ pub fn node_settings(addr: SocketAddr, socket: PathBuf, registry: Option<Registr
         detect_streamed_methods: false,
         connect_timeout: CONNECT_BOUND,
         grace_period: Duration::from_secs(5),
+        worker_threads: switchyard::config::DEFAULT_WORKER_THREADS,
         registry,
     }
 }
