@@ -60,6 +60,7 @@ async fn every_bad_setting_exits_non_zero_naming_it() {
         ("--shutdown-grace-secs", "0", "shutdown_grace_secs"),
         ("--max-message-size", "0", "max_message_size"),
         ("--streamed-method", "Watch", "streamed_methods"),
+        ("--worker-threads", "0", "worker_threads"),
         // Rejected by the flag parser itself, which names the flag.
         ("--remote-port", "70000", "--remote-port"),
     ] {
@@ -334,6 +335,9 @@ async fn sigterm_lets_a_running_stream_finish_then_exits_zero() {
         local.to_str().unwrap(),
         "--shutdown-grace-secs",
         &grace.as_secs().to_string(),
+        // The other tests run the default current-thread runtime.
+        "--worker-threads",
+        "2",
     ]);
     daemon.wait_listening(&path).await;
     let mut client = unix_client(&path);
