@@ -54,6 +54,24 @@ impl Target {
     }
 }
 
+/// Parses `unix:/path`, `[ipv6]:port` or `ipv4:port`. Host names are not
+/// accepted: nothing is ever resolved.
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!("{s:?} has no socket path after unix:"));
+            }
+            return Ok(Self::Unix(path.into()));
+        }
+        s.parse()
+            .map(Self::Tcp)
+            .map_err(|_| format!("{s:?} is not unix:/path, [ipv6]:port or ipv4:port"))
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -38,7 +38,7 @@ impl Daemon {
         let mut listeners = Vec::with_capacity(settings.listen.len());
         let mut socket_files = Vec::new();
         for addr in &settings.listen {
-            let listener = match addr.bind(settings.socket_mode).await {
+            let listener = match crate::listen::bind(addr, settings.socket_mode).await {
                 Ok(listener) => listener,
                 Err(err) => {
                     drop(listeners);

@@ -2,67 +2,31 @@
 //! them, including the care a Unix socket file needs: a stale file left by
 //! a crash is replaced, a live one or a non-socket file is never clobbered.
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use switchyard_engine::server::Listener;
 
-/// Where the daemon listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// A Unix socket path.
-    Unix(PathBuf),
-    /// A TCP address.
-    Tcp(SocketAddr),
-}
+/// Where the daemon listens: the same addresses the engine dials.
+pub type ListenAddr = switchyard_engine::Target;
 
-impl FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(format!("{s:?} has no socket path after unix:"));
-            }
-            return Ok(Self::Unix(path.into()));
+/// Binds `addr`; a Unix socket file gets `mode` permissions.
+pub async fn bind(addr: &ListenAddr, mode: u32) -> anyhow::Result<Listener> {
+    match addr {
+        ListenAddr::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            Ok(listener.into())
         }
-        s.parse()
-            .map(Self::Tcp)
-            .map_err(|_| format!("{s:?} is not unix:/path, [ipv6]:port or ipv4:port"))
-    }
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unix(path) => write!(f, "unix:{}", path.display()),
-            Self::Tcp(addr) => write!(f, "{addr}"),
-        }
-    }
-}
-
-impl ListenAddr {
-    /// Binds the address; Unix socket files get `mode` permissions.
-    pub async fn bind(&self, mode: u32) -> anyhow::Result<Listener> {
-        match self {
-            Self::Tcp(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?;
-                Ok(listener.into())
-            }
-            Self::Unix(path) => {
-                remove_stale_socket(path)?;
-                let listener = tokio::net::UnixListener::bind(path)
-                    .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))?;
-                Ok(listener.into())
-            }
+        ListenAddr::Unix(path) => {
+            remove_stale_socket(path)?;
+            let listener = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))?;
+            Ok(listener.into())
         }
     }
 }
@@ -124,21 +88,20 @@ mod tests {
         let addr = ListenAddr::Unix(path.clone());
 
         // A live listener is not clobbered.
-        let live = addr.bind(0o660).await.unwrap();
+        let live = bind(&addr, 0o660).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
-        let err = addr.bind(0o660).await.unwrap_err().to_string();
+        let err = bind(&addr, 0o660).await.unwrap_err().to_string();
         assert!(err.contains("already listening"), "{err}");
 
         // Once it is gone, the stale file is replaced.
         drop(live);
-        addr.bind(0o600).await.unwrap();
+        bind(&addr, 0o600).await.unwrap();
 
         // A regular file is never removed.
         let file = dir.join("not-a-socket");
         std::fs::write(&file, b"data").unwrap();
-        let err = ListenAddr::Unix(file.clone())
-            .bind(0o660)
+        let err = bind(&ListenAddr::Unix(file.clone()), 0o660)
             .await
             .unwrap_err()
             .to_string();
