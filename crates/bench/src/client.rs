@@ -288,13 +288,7 @@ pub async fn call(
             reader.read_to_end(meter).await
         }
         CallKind::Bidi => {
-            let (tx, rx) = mpsc::channel(2);
-            let _ = tx.try_send(spec.message.clone());
-            let response = conn
-                .send_request(spec.request(RequestBody::Channel(rx)))
-                .await
-                .map_err(CallError::transport)?;
-            let mut reader = ResponseReader::new(response)?;
+            let (tx, mut reader) = start_bidi(conn, spec).await?;
             for sent in 1..=u64::from(spec.count) {
                 if !reader.read_until_messages(sent, meter).await? {
                     return reader.finish();
@@ -309,6 +303,21 @@ pub async fn call(
     }
 }
 
+/// Starts a bidi call with its first message sent; further messages go
+/// through the returned sender, and dropping it half-closes the call.
+async fn start_bidi(
+    conn: &mut Connection,
+    spec: &CallSpec,
+) -> Result<(mpsc::Sender<Bytes>, ResponseReader), CallError> {
+    let (tx, rx) = mpsc::channel(2);
+    let _ = tx.try_send(spec.message.clone());
+    let response = conn
+        .send_request(spec.request(RequestBody::Channel(rx)))
+        .await
+        .map_err(CallError::transport)?;
+    Ok((tx, ResponseReader::new(response)?))
+}
+
 /// A bidi call kept open after one echo (for memory measurements).
 #[derive(Debug)]
 pub struct OpenStream {
@@ -319,13 +328,7 @@ pub struct OpenStream {
 /// Opens a bidi call, sends one message and waits for its echo; the call
 /// stays open until the returned value is dropped.
 pub async fn open_stream(conn: &mut Connection, spec: &CallSpec) -> Result<OpenStream, CallError> {
-    let (tx, rx) = mpsc::channel(2);
-    let _ = tx.try_send(spec.message.clone());
-    let response = conn
-        .send_request(spec.request(RequestBody::Channel(rx)))
-        .await
-        .map_err(CallError::transport)?;
-    let mut reader = ResponseReader::new(response)?;
+    let (tx, mut reader) = start_bidi(conn, spec).await?;
     let mut meter = ByteMeter::new(Instant::now(), None);
     if !reader.read_until_messages(1, &mut meter).await? {
         reader.finish()?;

@@ -92,10 +92,10 @@ impl Backend for ChannelBackend {
         request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Upstream, Status>> {
         Box::pin(async move {
-            let mut headers = request.headers.clone();
-            headers.remove(http::header::HOST);
+            // Hop-by-hop headers such as `host` are dropped when the upstream
+            // request is built.
             self.channel
-                .upstream(headers)
+                .upstream(request.headers.clone())
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))
         })

@@ -153,9 +153,7 @@ where
                 if let Some(data) = frame.data_ref()
                     && let Err(err) = this.scanner.observe(data)
                 {
-                    {
-                        return Self::fail(this.failure, status::request_frame(&err));
-                    }
+                    return Self::fail(this.failure, status::request_frame(&err));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -220,12 +218,10 @@ impl PassthroughBody {
         if let Some(sleep) = self.deadline.as_mut()
             && sleep.as_mut().poll(cx).is_ready()
         {
-            {
-                return self.end(&Status::deadline_exceeded(format!(
-                    "deadline expired while backend {} was answering",
-                    self.backend
-                )));
-            }
+            return self.end(&Status::deadline_exceeded(format!(
+                "deadline expired while backend {} was answering",
+                self.backend
+            )));
         }
         match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => match frame.into_data() {
