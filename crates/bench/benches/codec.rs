@@ -1,7 +1,7 @@
 //! Criterion micro-benchmarks of the pure functions on Switchyard's data
 //! path: gRPC frame parsing over chunked input (as HTTP/2 DATA frames arrive),
-//! tagging fan-out replies (`append_info`), building error entries
-//! (`build_error`) and merging N machines' replies into one message.
+//! tagging fan-out replies (`tag_reply`), building error entries
+//! (`error_entry`) and merging N machines' replies into one message.
 //!
 //! Run with `cargo bench -p switchyard-bench` (add `-- --quick` for a fast pass).
 
@@ -10,7 +10,8 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
-use switchyard_director::{MachineInfo, One2ManyResponder, pb};
+use switchyard_director::{MachineInfo, MachineTag, pb};
+use switchyard_engine::ReplyShape;
 use switchyard_engine::codec::frame::{FrameDecoder, FrameHeader, FrameScanner, encode_message};
 use switchyard_testkit::pb::{MultiPingReply, MultiPingResponse};
 use tonic::{Code, Status};
@@ -113,16 +114,16 @@ fn failing_status(details: usize) -> Status {
     )
 }
 
-fn responder(c: &mut Criterion) {
-    let responder = One2ManyResponder::new(machine(2));
-    let mut group = c.benchmark_group("append_info");
+fn tagging(c: &mut Criterion) {
+    let responder = MachineTag::new(machine(2));
+    let mut group = c.benchmark_group("tag_reply");
     for n in [1usize, 10, 100] {
         let reply = unary_reply(n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("unary", n), &reply, |b, reply| {
             b.iter(|| {
                 responder
-                    .append_info(false, reply.clone())
+                    .tag_reply(ReplyShape::Unary, reply.clone())
                     .expect("fan-out shape")
             });
         });
@@ -131,26 +132,26 @@ fn responder(c: &mut Criterion) {
     group.bench_function("streamed", |b| {
         b.iter(|| {
             responder
-                .append_info(true, streamed.clone())
+                .tag_reply(ReplyShape::Streamed, streamed.clone())
                 .expect("any message")
         });
     });
     group.finish();
 
-    let mut group = c.benchmark_group("build_error");
+    let mut group = c.benchmark_group("error_entry");
     for n in [1usize, 10, 100] {
         let status = failing_status(n);
         group.bench_with_input(
             BenchmarkId::new("unary/details", n),
             &status,
             |b, status| {
-                b.iter(|| responder.build_error(false, black_box(status)));
+                b.iter(|| responder.error_entry(ReplyShape::Unary, black_box(status)));
             },
         );
     }
     let plain = Status::unavailable("connection refused");
     group.bench_function("streamed/no-details", |b| {
-        b.iter(|| responder.build_error(true, black_box(&plain)));
+        b.iter(|| responder.error_entry(ReplyShape::Streamed, black_box(&plain)));
     });
     group.finish();
 }
@@ -161,15 +162,17 @@ fn responder(c: &mut Criterion) {
 fn merge(c: &mut Criterion) {
     let mut group = c.benchmark_group("merge");
     for n in [1usize, 4, 16, 100] {
-        let responders: Vec<One2ManyResponder> =
-            (0..n).map(|i| One2ManyResponder::new(machine(i))).collect();
+        let responders: Vec<MachineTag> = (0..n).map(|i| MachineTag::new(machine(i))).collect();
         let reply = unary_reply(1);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("tag+merge", n), &reply, |b, reply| {
             b.iter(|| {
                 let parts: Vec<Bytes> = responders
                     .iter()
-                    .map(|r| r.append_info(false, reply.clone()).expect("fan-out shape"))
+                    .map(|r| {
+                        r.tag_reply(ReplyShape::Unary, reply.clone())
+                            .expect("fan-out shape")
+                    })
                     .collect();
                 let len: usize = parts.iter().map(Bytes::len).sum();
                 let prefix = FrameHeader::uncompressed(len).expect("fits").encode();
@@ -178,7 +181,10 @@ fn merge(c: &mut Criterion) {
         });
         let tagged: Vec<Bytes> = responders
             .iter()
-            .map(|r| r.append_info(false, reply.clone()).expect("fan-out shape"))
+            .map(|r| {
+                r.tag_reply(ReplyShape::Unary, reply.clone())
+                    .expect("fan-out shape")
+            })
             .collect();
         group.bench_with_input(
             BenchmarkId::new("copying-concat", n),
@@ -194,5 +200,5 @@ fn merge(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames, responder, merge);
+criterion_group!(benches, frames, tagging, merge);
 criterion_main!(benches);

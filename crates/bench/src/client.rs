@@ -25,7 +25,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::target::Target;
+use switchyard_engine::Address;
 
 /// Handle to one HTTP/2 connection of the generator.
 pub type Connection = hyper::client::conn::http2::SendRequest<RequestBody>;
@@ -86,15 +86,15 @@ impl Default for ConnSettings {
 }
 
 /// Opens one HTTP/2 (prior knowledge, cleartext) connection to `target`.
-pub async fn connect(target: &Target, settings: &ConnSettings) -> anyhow::Result<Connection> {
+pub async fn connect(target: &Address, settings: &ConnSettings) -> anyhow::Result<Connection> {
     let attempt = async {
         match target {
-            Target::Tcp(addr) => {
+            Address::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
                 handshake(stream, settings).await
             }
-            Target::Unix(path) => handshake(UnixStream::connect(path).await?, settings).await,
+            Address::Unix(path) => handshake(UnixStream::connect(path).await?, settings).await,
         }
     };
     match tokio::time::timeout(settings.connect_timeout, attempt).await {
@@ -178,7 +178,7 @@ impl CallSpec {
     /// A call of `kind` to `method` on `target`; `payload` bytes are echoed
     /// (`count` times for server streaming and bidi), `metadata` is sent as is.
     pub fn new(
-        target: &Target,
+        target: &Address,
         kind: CallKind,
         method: &str,
         payload: usize,

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::client::{self, ByteMeter, CallError, CallKind, CallSpec, ConnSettings, Connection};
 use crate::report::Report;
-use crate::target::Target;
+use switchyard_engine::Address;
 
 /// When a run stops measuring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub enum Stop {
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
     /// Where.
-    pub target: Target,
+    pub target: Address,
     /// Which kind of call.
     pub kind: CallKind,
     /// The gRPC method path.
@@ -65,7 +65,7 @@ pub struct LoadSpec {
 
 impl LoadSpec {
     /// A unary run of `concurrency` calls on one connection for `duration`.
-    pub fn new(target: Target, kind: CallKind, concurrency: usize, duration: Duration) -> Self {
+    pub fn new(target: Address, kind: CallKind, concurrency: usize, duration: Duration) -> Self {
         Self {
             target,
             kind,

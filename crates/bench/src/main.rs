@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_bench::client::ConnSettings;
 use switchyard_bench::suite::SuiteArgs;
-use switchyard_bench::{CallKind, LoadSpec, Stop, Target};
+use switchyard_bench::{Address, CallKind, LoadSpec, Stop};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -45,7 +45,7 @@ enum Format {
 struct LoadArgs {
     /// What to drive: `unix:/path`, `[ipv6]:port` or `ipv4:port`.
     #[arg(long, short)]
-    target: Target,
+    target: Address,
     /// Kind of call.
     #[arg(long, value_enum, default_value = "unary")]
     kind: CallKind,

@@ -12,8 +12,8 @@ use std::str::FromStr;
 
 /// An IPv6 machine address with an optional port: `fd00::1`, `[fd00::1]` or
 /// `[fd00::1]:51001`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MachineAddr {
     /// The machine's IPv6 address.
     pub ip: Ipv6Addr,
@@ -108,6 +108,12 @@ impl FromStr for MachineAddr {
             }
         };
         Ok(Self { ip, port })
+    }
+}
+
+impl From<MachineAddr> for String {
+    fn from(addr: MachineAddr) -> String {
+        addr.to_string()
     }
 }
 

@@ -11,44 +11,44 @@
 //! | `machine: A` | one-to-one → A, no metadata injected |
 //! | an empty value, a non-UTF-8 value, a value naming no machine, several `machine` values, both keys | `INVALID_ARGUMENT` naming the culprit |
 //!
-//! Without a registry a machine is named by its IPv6 address; with one, by
-//! name, ID, address or `*`, and only registered machines (plus this machine)
-//! are reachable. Remote backends are cached per socket address so that every
-//! call to a machine shares one connection.
+//! Which machines the values name is [`resolve`](crate::resolve)'s business;
+//! this module turns them into backends. Remote backends are cached per
+//! socket address so that every call to a machine shares one connection.
 //!
 //! Cached remotes are *forgotten*, not closed, by a flush or a registry reload:
 //! calls already routed to them (even those that have not connected yet) keep
 //! working on the old connection, which closes once its last call ends, while
-//! new calls get a fresh backend and dial afresh. Only [`Director::close`]
-//! closes connections outright.
+//! new calls get a fresh backend and dial afresh. Only
+//! [`MachineDirector::close`] closes connections outright.
 
 use std::collections::HashMap;
 use std::net::SocketAddrV6;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
-use switchyard_engine::{Backend, ChannelConfig, Mode, Route};
+use switchyard_engine::{Backend, ChannelConfig, Director, Mode, ReplyShape, Route};
 use tonic::Status;
 
 use crate::addr::MachineAddr;
-use crate::error::DirectorError;
 use crate::local::LocalBackend;
-use crate::registry::{self, Machine, Registry};
+use crate::registry::Registry;
 use crate::remote::{PROXY_AUTHORITY, RemoteBackend};
-use crate::responder::MachineInfo;
+use crate::resolve::{Destination, Resolver};
+use crate::streamed::StreamedMethods;
+use crate::tag::MachineInfo;
 
 /// The port every machine's Switchyard listens on for other machines, unless
 /// configured otherwise (the reference's port).
 pub const DEFAULT_REMOTE_PORT: u16 = 51000;
 
 /// Metadata key for fan-out: one or more machines.
-const MACHINES: &str = "machines";
+pub const MACHINES: &str = "machines";
 /// Metadata key for an explicit single target.
-const MACHINE: &str = "machine";
+pub const MACHINE: &str = "machine";
 
-/// Optional settings of a [`Director`].
+/// Optional settings of a [`MachineDirector`].
 #[derive(Debug, Clone)]
 pub struct DirectorOptions {
     /// Connection settings of remote machines (default: 10 s connect bound,
@@ -64,6 +64,8 @@ pub struct DirectorOptions {
     pub always_fan_out: bool,
     /// This machine's address, when already known.
     pub local_address: Option<MachineAddr>,
+    /// Which methods stream their replies in fan-out.
+    pub streamed: StreamedMethods,
 }
 
 impl Default for DirectorOptions {
@@ -74,19 +76,20 @@ impl Default for DirectorOptions {
             registry: None,
             always_fan_out: false,
             local_address: None,
+            streamed: StreamedMethods::none(),
         }
     }
 }
 
 /// Routes calls to machines from their metadata; implements the engine's
-/// [`Director`](switchyard_engine::Director). All methods are safe to call
-/// while serving.
+/// [`Director`]. All methods are safe to call while serving.
 #[derive(Debug)]
-pub struct Director {
+pub struct MachineDirector {
     local: Arc<LocalBackend>,
     remote_port: u16,
     remote_channel: ChannelConfig,
     always_fan_out: bool,
+    streamed: StreamedMethods,
     /// Lock order: `state`, then `remotes`.
     state: RwLock<State>,
     remotes: Mutex<HashMap<SocketAddrV6, Arc<RemoteBackend>>>,
@@ -99,41 +102,16 @@ struct State {
     closed: bool,
 }
 
-/// One resolved target of a call.
-#[derive(Debug, PartialEq)]
-enum Target {
-    Local,
-    Remote(SocketAddrV6, MachineInfo),
-}
-
-impl Target {
-    fn key(&self) -> Option<SocketAddrV6> {
-        match self {
-            Self::Local => None,
-            Self::Remote(socket, _) => Some(*socket),
-        }
-    }
-}
-
-fn invalid(message: String) -> Status {
-    Status::invalid_argument(message)
-}
-
-impl Director {
+impl MachineDirector {
     /// A director for the machine whose gRPC server listens on
     /// `local_socket_path`, reaching other machines on `remote_port`.
-    pub fn new(local_socket_path: impl Into<PathBuf>, remote_port: u16) -> Self {
-        Self::with_options(local_socket_path, remote_port, DirectorOptions::default())
-    }
-
-    /// A director with explicit [`DirectorOptions`].
-    pub fn with_options(
+    pub fn new(
         local_socket_path: impl Into<PathBuf>,
         remote_port: u16,
         options: DirectorOptions,
     ) -> Self {
         let director = Self {
-            local: Arc::new(LocalBackend::with_config(
+            local: Arc::new(LocalBackend::new(
                 local_socket_path,
                 MachineInfo::default(),
                 options.local_channel,
@@ -141,6 +119,7 @@ impl Director {
             remote_port,
             remote_channel: options.remote_channel,
             always_fan_out: options.always_fan_out,
+            streamed: options.streamed,
             state: RwLock::new(State {
                 local_addr: options.local_address,
                 registry: options.registry.map(Arc::new),
@@ -148,9 +127,8 @@ impl Director {
             }),
             remotes: Mutex::new(HashMap::new()),
         };
-        director
-            .local
-            .set_info(director.local_info(&director.state()));
+        let info = director.resolver(&director.state()).local_info();
+        director.local.set_info(info);
         director
     }
 
@@ -182,23 +160,11 @@ impl Director {
     }
 
     /// Sets which address means "this machine" (and what local replies carry
-    /// in fan-out). An empty `addr` makes it unknown. Accepts `fd00::1` or
-    /// `[fd00::1]:51001`; anything else is an error naming the value.
-    pub fn update_local_address(&self, addr: &str) -> Result<(), DirectorError> {
-        let addr = match addr.trim() {
-            "" => None,
-            addr => Some(addr.parse::<MachineAddr>()?),
-        };
-        self.set_local_address(addr);
-        Ok(())
-    }
-
-    /// Sets which address means "this machine"; `None` makes it unknown.
+    /// in fan-out); `None` makes it unknown.
     pub fn set_local_address(&self, addr: Option<MachineAddr>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.local_addr = addr;
-        self.local.set_info(self.local_info(&state));
-        self.prune(&state);
+        self.apply(&state);
         tracing::info!(local_address = ?addr.map(|a| a.to_string()), "local address updated");
     }
 
@@ -208,8 +174,7 @@ impl Director {
     pub fn set_registry(&self, registry: Option<Registry>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.registry = registry.map(Arc::new);
-        self.local.set_info(self.local_info(&state));
-        self.prune(&state);
+        self.apply(&state);
     }
 
     /// Forgets every cached remote backend: new calls dial afresh, calls
@@ -230,214 +195,98 @@ impl Director {
         self.local.close();
     }
 
-    /// Routes a call given its request metadata (what
-    /// [`switchyard_engine::Director::route`] does, synchronously).
-    pub fn route_metadata(&self, headers: &HeaderMap) -> Result<Route, Status> {
+    /// Routes a call to `method` given its request metadata (what
+    /// [`Director::route`] does, synchronously).
+    pub fn route_metadata(&self, method: &str, headers: &HeaderMap) -> Result<Route, Status> {
         let state = self.state();
         if state.closed {
             return Err(Status::unavailable("the machine director is closed"));
         }
-        let local = || Ok((Mode::OneToOne, vec![self.local.clone() as Arc<dyn Backend>]));
         if headers.contains_key(PROXY_AUTHORITY) {
-            return local();
+            return Ok(self.local_route());
         }
-        let (key, values) = match (
+        let key = match (
             headers.contains_key(MACHINES),
             headers.contains_key(MACHINE),
         ) {
-            (false, false) => return local(),
+            (false, false) => return Ok(self.local_route()),
             (true, true) => {
-                return Err(invalid(format!(
+                return Err(Status::invalid_argument(format!(
                     "both {MACHINE:?} and {MACHINES:?} metadata are set: use {MACHINE:?} for exactly one machine, {MACHINES:?} for fan-out"
                 )));
             }
-            (true, false) => (MACHINES, metadata_values(headers, MACHINES)?),
-            (false, true) => (MACHINE, metadata_values(headers, MACHINE)?),
+            (true, false) => MACHINES,
+            (false, true) => MACHINE,
         };
+        let values = metadata_values(headers, key)?;
         if key == MACHINE && values.len() != 1 {
-            return Err(invalid(format!(
+            return Err(Status::invalid_argument(format!(
                 "{MACHINE:?} metadata must name exactly one machine, got {}: {}; use {MACHINES:?} for fan-out",
                 values.len(),
-                registry::quoted(&values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>())
+                crate::resolve::quoted(&values)
             )));
         }
-        let (targets, wildcard) = self.resolve(&state, key, &values)?;
-        if targets.is_empty() {
-            return Err(invalid(format!(
-                "{key:?} metadata \"*\" matches no machine: the machine registry is empty"
-            )));
-        }
-        if key == MACHINE && targets.len() > 1 {
-            return Err(invalid(format!(
+        let resolved = self
+            .resolver(&state)
+            .resolve(&values)
+            .map_err(|e| Status::invalid_argument(format!("{key:?} metadata {e}")))?;
+        if key == MACHINE && resolved.destinations.len() > 1 {
+            return Err(Status::invalid_argument(format!(
                 "{MACHINE:?} metadata must name exactly one machine, but {:?} matches {}; use {MACHINES:?} for fan-out",
                 values[0],
-                targets.len()
+                resolved.destinations.len()
             )));
         }
-        let mode = if key == MACHINES && (targets.len() > 1 || wildcard || self.always_fan_out) {
-            Mode::OneToMany
+        let fan_out = key == MACHINES
+            && (resolved.destinations.len() > 1 || resolved.wildcard || self.always_fan_out);
+        let mode = if fan_out {
+            Mode::OneToMany(self.shape(method))
         } else {
             Mode::OneToOne
         };
         let mut remotes = self.remotes();
-        let backends = targets
+        let backends = resolved
+            .destinations
             .into_iter()
-            .map(|target| match target {
-                Target::Local => self.local.clone() as Arc<dyn Backend>,
-                Target::Remote(socket, info) => self.remote(&mut remotes, socket, info),
+            .map(|destination| match destination {
+                Destination::Local => self.local.clone() as Arc<dyn Backend>,
+                Destination::Remote(socket, info) => self.remote(&mut remotes, socket, info),
             })
             .collect();
-        Ok((mode, backends))
+        Ok(Route { mode, backends })
     }
 
-    /// The targets `values` name, duplicates collapsed in first-mention order,
-    /// and whether `*` was used.
-    fn resolve(
-        &self,
-        state: &State,
-        key: &str,
-        values: &[&str],
-    ) -> Result<(Vec<Target>, bool), Status> {
-        let local_socket = state.local_addr.map(|a| a.socket_addr(self.remote_port));
-        let mut targets: Vec<Target> = Vec::new();
-        let mut wildcard = false;
-        let mut push = |target: Target| {
-            if !targets.iter().any(|t| t.key() == target.key()) {
-                targets.push(target);
-            }
-        };
-        match &state.registry {
-            Some(registry) => {
-                let mut unknown: Vec<String> = Vec::new();
-                for &value in values {
-                    if value == "*" {
-                        wildcard = true;
-                        for machine in registry.machines() {
-                            push(self.machine_target(machine, local_socket));
-                        }
-                        continue;
-                    }
-                    if let Some(machine) = registry.by_identifier(value) {
-                        push(self.machine_target(machine, local_socket));
-                        continue;
-                    }
-                    let socket = value
-                        .parse::<MachineAddr>()
-                        .ok()
-                        .map(|a| a.socket_addr(self.remote_port));
-                    match socket {
-                        Some(socket) => match self.registered(registry, socket) {
-                            Some(machine) => push(self.machine_target(machine, local_socket)),
-                            None if Some(socket) == local_socket => push(Target::Local),
-                            None => unknown.push(value.to_owned()),
-                        },
-                        None => unknown.push(value.to_owned()),
-                    }
-                }
-                if !unknown.is_empty() {
-                    let mut listed: Vec<String> = Vec::with_capacity(unknown.len());
-                    for value in unknown {
-                        if !listed.contains(&value) {
-                            listed.push(value);
-                        }
-                    }
-                    return Err(invalid(format!(
-                        "{key:?} metadata names unknown machines: {}",
-                        registry::quoted(&listed)
-                    )));
-                }
-            }
-            None => {
-                let mut errors: Vec<String> = Vec::new();
-                for &value in values {
-                    match value.parse::<MachineAddr>() {
-                        Ok(addr) => {
-                            let socket = addr.socket_addr(self.remote_port);
-                            if Some(socket) == local_socket {
-                                push(Target::Local);
-                            } else {
-                                let label = MachineAddr::label(socket, self.remote_port);
-                                push(Target::Remote(socket, MachineInfo::from_addr(label)));
-                            }
-                        }
-                        Err(err) => errors.push(err.to_string()),
-                    }
-                }
-                if !errors.is_empty() {
-                    return Err(invalid(format!(
-                        "{key:?} metadata: {} (machine names, IDs and \"*\" need a machine registry)",
-                        errors.join("; ")
-                    )));
-                }
-            }
-        }
-        Ok((targets, wildcard))
+    /// How fan-out replies of `method` reach the client.
+    pub fn shape(&self, method: &str) -> ReplyShape {
+        self.streamed.shape(method)
     }
 
-    /// The registered machine whose Switchyard listens at `socket`.
-    fn registered<'r>(&self, registry: &'r Registry, socket: SocketAddrV6) -> Option<&'r Machine> {
-        registry
-            .machines()
-            .iter()
-            .find(|m| m.addr.socket_addr(self.remote_port) == socket)
-    }
-
-    fn machine_info(&self, machine: &Machine) -> MachineInfo {
-        MachineInfo {
-            addr: MachineAddr::label(machine.addr.socket_addr(self.remote_port), self.remote_port),
-            id: machine.id.clone(),
-            name: machine.name.clone(),
+    fn local_route(&self) -> Route {
+        Route {
+            mode: Mode::OneToOne,
+            backends: vec![self.local.clone()],
         }
     }
 
-    fn machine_target(&self, machine: &Machine, local_socket: Option<SocketAddrV6>) -> Target {
-        let socket = machine.addr.socket_addr(self.remote_port);
-        if Some(socket) == local_socket {
-            Target::Local
-        } else {
-            Target::Remote(socket, self.machine_info(machine))
+    fn resolver<'s>(&self, state: &'s State) -> Resolver<'s> {
+        Resolver {
+            local: state.local_addr,
+            registry: state.registry.as_deref(),
+            remote_port: self.remote_port,
         }
     }
 
-    /// What the local backend's replies carry.
-    fn local_info(&self, state: &State) -> MachineInfo {
-        let Some(addr) = state.local_addr else {
-            return MachineInfo::default();
-        };
-        let socket = addr.socket_addr(self.remote_port);
-        match state
-            .registry
-            .as_deref()
-            .and_then(|r| self.registered(r, socket))
-        {
-            Some(machine) => self.machine_info(machine),
-            None => MachineInfo::from_addr(MachineAddr::label(socket, self.remote_port)),
-        }
-    }
-
-    /// The info a remote backend for `socket` must carry now, or `None` when
-    /// `socket` is not reachable as a remote machine any more.
-    fn expected_remote_info(&self, state: &State, socket: SocketAddrV6) -> Option<MachineInfo> {
-        if state.local_addr.map(|a| a.socket_addr(self.remote_port)) == Some(socket) {
-            return None;
-        }
-        match state.registry.as_deref() {
-            Some(registry) => self
-                .registered(registry, socket)
-                .map(|m| self.machine_info(m)),
-            None => Some(MachineInfo::from_addr(MachineAddr::label(
-                socket,
-                self.remote_port,
-            ))),
-        }
-    }
-
-    /// Forgets cached remotes that no longer match the state.
-    fn prune(&self, state: &State) {
+    /// Brings the local backend's identity and the cache in line with `state`:
+    /// cached remotes that the state no longer resolves to the same machine
+    /// are forgotten.
+    fn apply(&self, state: &State) {
+        let resolver = self.resolver(state);
+        self.local.set_info(resolver.local_info());
         let mut remotes = self.remotes();
         let before = remotes.len();
         remotes.retain(|&socket, backend| {
-            self.expected_remote_info(state, socket)
+            resolver
+                .remote_info(socket)
                 .is_some_and(|info| *backend.info() == info)
         });
         if remotes.len() != before {
@@ -461,7 +310,7 @@ impl Director {
         {
             return backend.clone();
         }
-        let backend = Arc::new(RemoteBackend::from_socket(
+        let backend = Arc::new(RemoteBackend::new(
             socket,
             info,
             self.remote_channel.clone(),
@@ -470,11 +319,11 @@ impl Director {
         backend
     }
 
-    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+    fn state(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn remotes(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddrV6, Arc<RemoteBackend>>> {
+    fn remotes(&self) -> MutexGuard<'_, HashMap<SocketAddrV6, Arc<RemoteBackend>>> {
         self.remotes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -483,11 +332,12 @@ impl Director {
 fn metadata_values<'h>(headers: &'h HeaderMap, key: &str) -> Result<Vec<&'h str>, Status> {
     let mut values = Vec::new();
     for raw in headers.get_all(key) {
-        let text = std::str::from_utf8(raw.as_bytes())
-            .map_err(|_| invalid(format!("{key:?} metadata is not valid UTF-8")))?;
+        let text = std::str::from_utf8(raw.as_bytes()).map_err(|_| {
+            Status::invalid_argument(format!("{key:?} metadata is not valid UTF-8"))
+        })?;
         for value in text.split(',').map(str::trim) {
             if value.is_empty() {
-                return Err(invalid(format!(
+                return Err(Status::invalid_argument(format!(
                     "{key:?} metadata has an empty value (in {text:?})"
                 )));
             }
@@ -497,13 +347,14 @@ fn metadata_values<'h>(headers: &'h HeaderMap, key: &str) -> Result<Vec<&'h str>
     Ok(values)
 }
 
-impl switchyard_engine::Director for Director {
+impl Director for MachineDirector {
     fn route<'a>(
         &'a self,
-        _method: &'a str,
-        request: &'a http::request::Parts,
+        request: &'a mut http::request::Parts,
     ) -> BoxFuture<'a, Result<Route, Status>> {
-        Box::pin(std::future::ready(self.route_metadata(&request.headers)))
+        Box::pin(std::future::ready(
+            self.route_metadata(request.uri.path(), &request.headers),
+        ))
     }
 }
 

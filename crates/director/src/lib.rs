@@ -5,37 +5,41 @@
 //! backend is. This crate is the part that knows *machines*: a call carries
 //! `machines` (fan-out) or `machine` (one target) metadata naming machines by
 //! IPv6 address — or by name, ID or `*` with a [`Registry`] — and the
-//! [`Director`] turns that into the local machine's [`LocalBackend`] (a Unix
-//! socket) and cached [`RemoteBackend`]s (the Switchyard of another machine).
+//! [`MachineDirector`] turns that into the local machine's [`LocalBackend`] (a
+//! Unix socket) and cached [`RemoteBackend`]s (the Switchyard of another
+//! machine).
 //! It knows nothing about HTTP/2: connections are the engine's
 //! [`Channel`](switchyard_engine::Channel)s.
 //!
 //! In fan-out, every reply entry is tagged with the wire contract of [`pb`]
-//! (`Metadata` in field 1) by a [`One2ManyResponder`], and a machine that fails
+//! (`Metadata` in field 1) by a [`MachineTag`], and a machine that fails
 //! contributes an error entry instead of failing the whole call.
 //!
 //! Module map, one idea per file (as in the Go reference):
 //! - [`addr`]: what a machine address is (`fd00::1`, `[fd00::1]:51001`);
-//! - [`registry`]: the optional static list of machines `{id, name, addr}`;
-//! - [`responder`]: tagging replies and turning failures into reply entries;
+//! - [`registry`]: the optional list of machines `{id, name, addr}`;
+//! - `resolve`: which machines the metadata values name;
+//! - [`tag`]: tagging replies and turning failures into error entries;
+//! - [`streamed`]: which methods stream their replies;
 //! - [`local`] / [`remote`]: the two kinds of backend;
-//! - [`director`]: metadata → `(Mode, [Backend])`.
+//! - [`director`]: metadata → [`Route`](switchyard_engine::Route).
 
 #![warn(missing_docs)]
 
 pub mod addr;
 pub mod director;
-mod error;
 pub mod local;
 pub mod pb;
 pub mod registry;
 pub mod remote;
-pub mod responder;
+mod resolve;
+pub mod streamed;
+pub mod tag;
 
 pub use addr::{AddrError, MachineAddr};
-pub use director::{DEFAULT_REMOTE_PORT, Director, DirectorOptions};
-pub use error::DirectorError;
+pub use director::{DEFAULT_REMOTE_PORT, DirectorOptions, MachineDirector};
 pub use local::LocalBackend;
-pub use registry::{Machine, Registry, RegistryError, Selection};
+pub use registry::{Machine, Registry, RegistryError};
 pub use remote::RemoteBackend;
-pub use responder::{MachineInfo, One2ManyResponder, ResponderError};
+pub use streamed::StreamedMethods;
+pub use tag::{MachineInfo, MachineTag};

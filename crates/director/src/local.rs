@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::HeaderMap;
-use switchyard_engine::{Backend, Backoff, BoxError, Channel, ChannelConfig, Target, Upstream};
+use switchyard_engine::{
+    Address, Backend, Backoff, BoxError, Channel, ChannelConfig, ReplyShape, Upstream,
+};
 use tonic::Status;
 
-use crate::responder::{MachineInfo, One2ManyResponder};
+use crate::tag::{MachineInfo, MachineTag};
 
 /// Forwards calls to the local machine's gRPC server over a Unix socket (the
 /// Go reference's `LocalBackend`).
@@ -27,7 +28,7 @@ use crate::responder::{MachineInfo, One2ManyResponder};
 pub struct LocalBackend {
     socket_path: PathBuf,
     channel: Channel,
-    responder: One2ManyResponder,
+    tag: MachineTag,
 }
 
 impl LocalBackend {
@@ -40,28 +41,15 @@ impl LocalBackend {
         }
     }
 
-    /// A backend for the server at `socket_path`. `addr` is this machine's
-    /// address, written into fan-out replies; empty when not known yet.
-    /// Nothing is dialled until the first call.
-    pub fn new(socket_path: impl Into<PathBuf>, addr: &str) -> Self {
-        Self::with_config(
-            socket_path,
-            MachineInfo::from_addr(addr),
-            Self::default_config(),
-        )
-    }
-
-    /// A backend with explicit machine info and connection settings.
-    pub fn with_config(
-        socket_path: impl Into<PathBuf>,
-        info: MachineInfo,
-        config: ChannelConfig,
-    ) -> Self {
+    /// A backend for the server at `socket_path`, tagging fan-out replies
+    /// with `info` (empty while this machine's address is unknown). Nothing
+    /// is dialled until the first call.
+    pub fn new(socket_path: impl Into<PathBuf>, info: MachineInfo, config: ChannelConfig) -> Self {
         let socket_path = socket_path.into();
         Self {
-            channel: Channel::new(Target::Unix(socket_path.clone()), config),
+            channel: Channel::new(Address::Unix(socket_path.clone()), config),
             socket_path,
-            responder: One2ManyResponder::new(info),
+            tag: MachineTag::new(info),
         }
     }
 
@@ -72,37 +60,18 @@ impl LocalBackend {
 
     /// The machine info fan-out replies carry.
     pub fn info(&self) -> Arc<MachineInfo> {
-        self.responder.info()
-    }
-
-    /// Sets this machine's address (dropping any registry ID and name); safe
-    /// while calls run.
-    pub fn set_address(&self, addr: &str) {
-        self.set_info(MachineInfo::from_addr(addr));
+        self.tag.info()
     }
 
     /// Sets this machine's address, ID and name; safe while calls run.
     pub fn set_info(&self, info: MachineInfo) {
-        self.responder.set_info(info);
-    }
-
-    /// Tags replies and builds error entries for this machine.
-    pub fn responder(&self) -> &One2ManyResponder {
-        &self.responder
+        self.tag.set_info(info);
     }
 
     /// Closes the connection. Running calls finish; new calls fail.
     pub fn close(&self) {
         self.channel.close();
     }
-}
-
-/// The request metadata sent to the local server: everything the client sent
-/// (the `host` header is replaced by the upstream `:authority`).
-fn forwarded_headers(request: &http::request::Parts) -> HeaderMap {
-    let mut headers = request.headers.clone();
-    headers.remove(http::header::HOST);
-    headers
 }
 
 impl fmt::Display for LocalBackend {
@@ -117,13 +86,14 @@ impl fmt::Display for LocalBackend {
 }
 
 impl Backend for LocalBackend {
+    /// The request metadata reaches the local server as the client sent it.
     fn connect<'a>(
         &'a self,
         request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Upstream, Status>> {
         Box::pin(async move {
             self.channel
-                .upstream(forwarded_headers(request))
+                .upstream(request.headers.clone())
                 .await
                 .map_err(|err| {
                     let info = self.info();
@@ -140,12 +110,12 @@ impl Backend for LocalBackend {
         })
     }
 
-    fn append_info(&self, streaming: bool, message: Bytes) -> Result<Bytes, BoxError> {
-        Ok(self.responder.append_info(streaming, message)?)
+    fn tag_reply(&self, shape: ReplyShape, message: Bytes) -> Result<Bytes, BoxError> {
+        Ok(self.tag.tag_reply(shape, message)?)
     }
 
-    fn build_error(&self, streaming: bool, status: &Status) -> Option<Bytes> {
-        Some(self.responder.build_error(streaming, status))
+    fn error_entry(&self, shape: ReplyShape, status: &Status) -> Option<Bytes> {
+        Some(self.tag.error_entry(shape, status))
     }
 }
 
@@ -153,6 +123,14 @@ impl Backend for LocalBackend {
 mod tests {
     use super::*;
     use tonic::Code;
+
+    fn backend(addr: &str) -> LocalBackend {
+        LocalBackend::new(
+            "/run/sy.sock",
+            MachineInfo::from_addr(addr),
+            LocalBackend::default_config(),
+        )
+    }
 
     fn parts(headers: &[(&str, &str)]) -> http::request::Parts {
         let mut builder = http::Request::builder()
@@ -165,30 +143,10 @@ mod tests {
     }
 
     #[test]
-    fn metadata_is_forwarded_as_is_except_host() {
-        let request = parts(&[
-            ("host", "[fd00::1]:51000"),
-            ("machines", "fd00::1"),
-            ("authorization", "Bearer x"),
-            ("x-custom", "a"),
-            ("x-custom", "b"),
-            ("proxy-authority", "[fd00::9]:51000"),
-        ]);
-        let headers = forwarded_headers(&request);
-        assert!(headers.get("host").is_none());
-        assert_eq!(headers["machines"], "fd00::1");
-        assert_eq!(headers["authorization"], "Bearer x");
-        assert_eq!(headers["proxy-authority"], "[fd00::9]:51000");
-        let custom: Vec<_> = headers.get_all("x-custom").iter().collect();
-        assert_eq!(custom, ["a", "b"]);
-        assert_eq!(headers.len(), 5);
-    }
-
-    #[test]
     fn displays_as_the_machine_address() {
-        let backend = LocalBackend::new("/run/sy.sock", "");
+        let backend = backend("");
         assert_eq!(backend.to_string(), "local");
-        backend.set_address("fd00::1");
+        backend.set_info(MachineInfo::from_addr("fd00::1"));
         assert_eq!(backend.to_string(), "fd00::1");
         assert_eq!(backend.info().addr, "fd00::1");
         let dyn_backend: Arc<dyn Backend> = Arc::new(backend);
@@ -197,20 +155,28 @@ mod tests {
 
     #[test]
     fn failures_become_error_entries() {
-        let backend = LocalBackend::new("/run/sy.sock", "fd00::1");
-        assert!(backend.build_error(false, &Status::internal("x")).is_some());
+        let backend = backend("fd00::1");
         assert!(
             backend
-                .append_info(false, Bytes::from_static(b"\x10\x01"))
+                .error_entry(ReplyShape::Unary, &Status::internal("x"))
+                .is_some()
+        );
+        assert!(
+            backend
+                .tag_reply(ReplyShape::Unary, Bytes::from_static(b"\x10\x01"))
                 .is_err()
         );
     }
 
     #[tokio::test]
     async fn unreachable_socket_is_unavailable_naming_machine_and_socket() {
-        let dir = std::env::temp_dir().join(format!("sy-local-{}", std::process::id()));
-        let path = dir.join("missing.sock");
-        let backend = LocalBackend::new(&path, "fd00::1");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.sock");
+        let backend = LocalBackend::new(
+            &path,
+            MachineInfo::from_addr("fd00::1"),
+            LocalBackend::default_config(),
+        );
         let err = backend.connect(&parts(&[])).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);
         assert!(err.message().contains("fd00::1"), "{}", err.message());

@@ -1,4 +1,4 @@
-//! An optional static list of the cluster's machines.
+//! An optional list of the cluster's machines.
 //!
 //! Without it, clients name machines by IPv6 address. With it they may use
 //! names, IDs or `*` (every machine), replies carry `machine_id` and
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::addr::MachineAddr;
 
 /// One machine of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
     /// Stable identifier, e.g. the machine's ID in the cluster store.
@@ -23,16 +23,7 @@ pub struct Machine {
     pub addr: MachineAddr,
 }
 
-/// What a value in `machines` metadata stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selection<'a> {
-    /// `*`: every machine, in registry order.
-    All,
-    /// One machine, by ID, name or address.
-    Machine(&'a Machine),
-}
-
-/// Why a registry is invalid, or values do not name machines.
+/// Why a list of machines is not a valid registry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
@@ -61,49 +52,29 @@ pub enum RegistryError {
         /// The shared value.
         value: String,
     },
-    /// Values that name no machine (every one of them).
-    #[error("unknown machines: {}", quoted(.values))]
-    Unknown {
-        /// The unknown values, in request order.
-        values: Vec<String>,
-    },
-    /// The registry file is not valid TOML or has the wrong shape.
-    #[error("machine registry: {0}")]
-    Toml(#[from] toml::de::Error),
-}
-
-/// `"a", "b"`.
-pub(crate) fn quoted(values: &[String]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A validated list of machines: IDs, names and addresses are unique and
 /// every ID and name names exactly one machine.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "RegistryFile")]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "Vec<Machine>", into = "Vec<Machine>")]
 pub struct Registry {
     machines: Vec<Machine>,
     /// ID or name → index into `machines`.
     by_identifier: HashMap<String, usize>,
 }
 
-/// The on-disk shape: `[[machines]] id = … name = … addr = …`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegistryFile {
-    #[serde(default)]
-    machines: Vec<Machine>,
-}
-
-impl TryFrom<RegistryFile> for Registry {
+impl TryFrom<Vec<Machine>> for Registry {
     type Error = RegistryError;
 
-    fn try_from(file: RegistryFile) -> Result<Self, Self::Error> {
-        Self::new(file.machines)
+    fn try_from(machines: Vec<Machine>) -> Result<Self, Self::Error> {
+        Self::new(machines)
+    }
+}
+
+impl From<Registry> for Vec<Machine> {
+    fn from(registry: Registry) -> Self {
+        registry.machines
     }
 }
 
@@ -119,8 +90,11 @@ impl Registry {
                 match by_identifier.get(value) {
                     Some(&j) if j == i => {} // a machine whose name is its ID
                     Some(&j) => {
-                        let other = &machines[j];
-                        let other_what = if &other.id == value { "id" } else { "name" };
+                        let other_what = if &machines[j].id == value {
+                            "id"
+                        } else {
+                            "name"
+                        };
                         return Err(RegistryError::Duplicate {
                             first: j + 1,
                             second: i + 1,
@@ -153,76 +127,23 @@ impl Registry {
         })
     }
 
-    /// Parses and validates a TOML registry: `[[machines]]` tables with `id`,
-    /// `name` and `addr`.
-    pub fn from_toml(text: &str) -> Result<Self, RegistryError> {
-        Ok(toml::from_str(text)?)
-    }
-
     /// The machines, in registry order.
     pub fn machines(&self) -> &[Machine] {
         &self.machines
     }
 
-    /// The machine with this ID or name.
-    pub fn by_identifier(&self, value: &str) -> Option<&Machine> {
-        self.by_identifier.get(value).map(|&i| &self.machines[i])
-    }
-
-    /// The machine with exactly this address (port included or omitted as in
-    /// the registry).
-    pub fn by_addr(&self, addr: &MachineAddr) -> Option<&Machine> {
-        self.machines.iter().find(|m| m.addr == *addr)
-    }
-
-    /// What `value` stands for: `*`, an ID, a name or an address.
-    pub fn lookup(&self, value: &str) -> Option<Selection<'_>> {
-        if value == "*" {
-            return Some(Selection::All);
+    /// The machine `value` names, the one rule every lookup follows: its ID,
+    /// its name, or an address that reaches the same socket as the machine's
+    /// (a machine registered as `fd00::3` is also `[fd00::3]` and
+    /// `[fd00::3]:<remote_port>`, but not `[fd00::3]:<another port>`).
+    pub fn find(&self, value: &str, remote_port: u16) -> Option<&Machine> {
+        if let Some(&i) = self.by_identifier.get(value) {
+            return Some(&self.machines[i]);
         }
-        self.by_identifier(value)
-            .or_else(|| value.parse().ok().and_then(|addr| self.by_addr(&addr)))
-            .map(Selection::Machine)
-    }
-
-    /// The machines `values` name, in order of first mention, each once.
-    /// Unknown values are an error listing every one of them.
-    pub fn resolve<'v>(
-        &self,
-        values: impl IntoIterator<Item = &'v str>,
-    ) -> Result<Vec<&Machine>, RegistryError> {
-        let mut picked: Vec<usize> = Vec::new();
-        let mut unknown: Vec<String> = Vec::new();
-        for value in values {
-            let indices = match self.lookup(value) {
-                Some(Selection::All) => (0..self.machines.len()).collect(),
-                Some(Selection::Machine(m)) => vec![self.index_of(m)],
-                None => {
-                    if !unknown.iter().any(|u| u == value) {
-                        unknown.push(value.to_owned());
-                    }
-                    continue;
-                }
-            };
-            for i in indices {
-                if !picked.contains(&i) {
-                    picked.push(i);
-                }
-            }
-        }
-        let found = picked.into_iter().map(|i| &self.machines[i]).collect();
-        if unknown.is_empty() {
-            Ok(found)
-        } else {
-            Err(RegistryError::Unknown { values: unknown })
-        }
-    }
-
-    fn index_of(&self, machine: &Machine) -> usize {
+        let socket = value.parse::<MachineAddr>().ok()?.socket_addr(remote_port);
         self.machines
             .iter()
-            .position(|m| std::ptr::eq(m, machine))
-            .expect("machine is from this registry")
+            .find(|m| m.addr.socket_addr(remote_port) == socket)
     }
 }
 
@@ -254,93 +175,67 @@ fn check_identifier(index: usize, what: &'static str, value: &str) -> Result<(),
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = r#"
-        [[machines]]
-        id = "m-1"
-        name = "alpha"
-        addr = "fd00::1"
-
-        [[machines]]
-        id = "m-2"
-        name = "beta"
-        addr = "[fd00::2]:51001"
-
-        [[machines]]
-        id = "m-3"
-        name = "gamma"
-        addr = "fd00::3"
-    "#;
-
-    fn sample() -> Registry {
-        Registry::from_toml(SAMPLE).unwrap()
-    }
-
-    fn names(machines: &[&Machine]) -> Vec<String> {
-        machines.iter().map(|m| m.name.clone()).collect()
-    }
-
-    #[test]
-    fn parses_toml() {
-        let r = sample();
-        assert_eq!(r.machines().len(), 3);
-        assert_eq!(r.machines()[1].addr.port, Some(51001));
-        assert_eq!(r.machines()[1].addr.to_string(), "[fd00::2]:51001");
-        assert!(Registry::from_toml("").unwrap().machines().is_empty());
-    }
-
-    #[test]
-    fn resolves_names_ids_addresses_and_star() {
-        let r = sample();
-        assert_eq!(names(&r.resolve(["alpha"]).unwrap()), ["alpha"]);
-        assert_eq!(
-            names(&r.resolve(["m-3", "beta"]).unwrap()),
-            ["gamma", "beta"]
-        );
-        assert_eq!(names(&r.resolve(["[fd00::2]:51001"]).unwrap()), ["beta"]);
-        assert_eq!(
-            names(&r.resolve(["FD00::1", "[fd00::3]"]).unwrap()),
-            ["alpha", "gamma"]
-        );
-        assert_eq!(
-            names(&r.resolve(["*"]).unwrap()),
-            ["alpha", "beta", "gamma"]
-        );
-        assert_eq!(r.lookup("*"), Some(Selection::All));
-        // The address is matched as written in the registry (port and all).
-        assert!(r.lookup("fd00::2").is_none());
-    }
-
-    #[test]
-    fn duplicates_collapse_keeping_first_order() {
-        let r = sample();
-        let got = r
-            .resolve(["gamma", "m-3", "fd00::3", "alpha", "*"])
-            .unwrap();
-        assert_eq!(names(&got), ["gamma", "alpha", "beta"]);
-    }
-
-    #[test]
-    fn unknown_values_are_all_listed() {
-        let err = sample()
-            .resolve(["alpha", "delta", "fd00::9", "delta", "epsilon"])
-            .unwrap_err();
-        assert_eq!(
-            err,
-            RegistryError::Unknown {
-                values: vec!["delta".into(), "fd00::9".into(), "epsilon".into()]
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            r#"unknown machines: "delta", "fd00::9", "epsilon""#
-        );
-    }
-
     fn machine(id: &str, name: &str, addr: &str) -> Machine {
         Machine {
             id: id.into(),
             name: name.into(),
             addr: addr.parse().unwrap(),
+        }
+    }
+
+    fn sample() -> Registry {
+        Registry::new(vec![
+            machine("m-1", "alpha", "fd00::1"),
+            machine("m-2", "beta", "[fd00::2]:51001"),
+            machine("m-3", "gamma", "fd00::3"),
+        ])
+        .unwrap()
+    }
+
+    fn found(r: &Registry, value: &str) -> Option<String> {
+        r.find(value, 51000).map(|m| m.name.clone())
+    }
+
+    #[test]
+    fn deserializes_from_a_list() {
+        #[derive(Debug, serde::Deserialize)]
+        struct File {
+            machines: Registry,
+        }
+        let file: File = toml::from_str(
+            "[[machines]]\nid = \"m-1\"\nname = \"alpha\"\naddr = \"[fd00::2]:51001\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.machines.machines()[0].addr.port, Some(51001));
+        let err =
+            toml::from_str::<File>("[[machines]]\nid = \"a\"\nname = \"b\"\naddr = \"10.0.0.1\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("\"10.0.0.1\""), "{err}");
+        let err = toml::from_str::<File>(
+            "[[machines]]\nid = \"a\"\nname = \"b\"\naddress = \"fd00::1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("address"), "{err}");
+    }
+
+    #[test]
+    fn a_value_names_a_machine_by_id_name_or_socket() {
+        let r = sample();
+        assert_eq!(found(&r, "alpha").as_deref(), Some("alpha"));
+        assert_eq!(found(&r, "m-3").as_deref(), Some("gamma"));
+        // Addresses match the socket the machine is reached at: the default
+        // port may be written or not, any other port is another socket.
+        for value in ["fd00::3", "FD00:0::3", "[fd00::3]", "[fd00::3]:51000"] {
+            assert_eq!(found(&r, value).as_deref(), Some("gamma"), "{value}");
+        }
+        assert_eq!(found(&r, "[fd00::3]:51001"), None);
+        assert_eq!(found(&r, "[fd00::2]:51001").as_deref(), Some("beta"));
+        assert_eq!(found(&r, "fd00::2"), None);
+        assert_eq!(r.find("fd00::2", 51001).map(|m| m.id.as_str()), Some("m-2"));
+        for unknown in ["delta", "fd00::9", "*", "", "ALPHA"] {
+            assert_eq!(found(&r, unknown), None, "{unknown}");
         }
     }
 
@@ -397,28 +292,5 @@ mod tests {
                 "{err}"
             );
         }
-    }
-
-    #[test]
-    fn toml_errors_name_the_bad_value() {
-        let err =
-            Registry::from_toml("[[machines]]\nid = \"a\"\nname = \"b\"\naddr = \"10.0.0.1\"\n")
-                .unwrap_err()
-                .to_string();
-        assert!(err.contains("\"10.0.0.1\""), "{err}");
-        let err = Registry::from_toml(&format!(
-            "{SAMPLE}\n[[machines]]\nid = \"m-4\"\nname = \"alpha\"\naddr = \"fd00::4\"\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("machines 1 and 4") && err.contains("alpha"),
-            "{err}"
-        );
-        let err =
-            Registry::from_toml("[[machines]]\nid = \"a\"\nname = \"b\"\naddress = \"fd00::1\"\n")
-                .unwrap_err()
-                .to_string();
-        assert!(err.contains("address"), "{err}");
     }
 }

@@ -16,12 +16,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
-use switchyard_engine::{Backend, BoxError, Channel, ChannelConfig, Target, Upstream};
+use switchyard_engine::{Address, Backend, BoxError, Channel, ChannelConfig, ReplyShape, Upstream};
 use tonic::Status;
 
-use crate::addr::{AddrError, MachineAddr};
-use crate::error::DirectorError;
-use crate::responder::{MachineInfo, One2ManyResponder};
+use crate::director::{MACHINE, MACHINES};
+use crate::tag::{MachineInfo, MachineTag};
 
 /// Metadata key recording that a call was forwarded once, and by which authority.
 pub const PROXY_AUTHORITY: &str = "proxy-authority";
@@ -35,55 +34,18 @@ pub const PROXY_AUTHORITY: &str = "proxy-authority";
 pub struct RemoteBackend {
     socket: SocketAddrV6,
     channel: Channel,
-    responder: One2ManyResponder,
+    tag: MachineTag,
 }
 
 impl RemoteBackend {
-    /// A backend for the machine at IPv6 address `addr` (`fd00::1` or
-    /// `[fd00::1]`), whose Switchyard listens on `port`. Anything but an IPv6
-    /// address is an error naming the value. Nothing is dialled yet.
-    pub fn new(addr: &str, port: u16) -> Result<Self, DirectorError> {
-        Self::with_config(addr, port, ChannelConfig::default())
-    }
-
-    /// Like [`RemoteBackend::new`], with explicit connection settings.
-    pub fn with_config(
-        addr: &str,
-        port: u16,
-        config: ChannelConfig,
-    ) -> Result<Self, DirectorError> {
-        let parsed: MachineAddr = addr.parse()?;
-        if parsed.port.is_some() {
-            return Err(AddrError {
-                value: addr.to_owned(),
-                reason: "expected an address without a port (the port is given separately)",
-            }
-            .into());
-        }
-        if port == 0 {
-            return Err(AddrError {
-                value: format!("[{}]:0", parsed.ip),
-                reason: "the port is not a number in 1..=65535",
-            }
-            .into());
-        }
-        let info = MachineInfo::from_addr(parsed.ip.to_string());
-        Ok(Self::from_socket(parsed.socket_addr(port), info, config))
-    }
-
-    /// A backend for the machine at `socket`, tagging replies with `info`.
-    pub fn from_socket(socket: SocketAddrV6, info: MachineInfo, config: ChannelConfig) -> Self {
+    /// A backend for the machine whose Switchyard listens at `socket`,
+    /// tagging fan-out replies with `info`. Nothing is dialled yet.
+    pub fn new(socket: SocketAddrV6, info: MachineInfo, config: ChannelConfig) -> Self {
         Self {
             socket,
-            channel: Channel::new(Target::Tcp(socket.into()), config),
-            responder: One2ManyResponder::new(info),
+            channel: Channel::new(Address::Tcp(socket.into()), config),
+            tag: MachineTag::new(info),
         }
-    }
-
-    /// Replaces the machine info (e.g. registry ID and name) replies carry.
-    pub fn with_info(self, info: MachineInfo) -> Self {
-        self.responder.set_info(info);
-        self
     }
 
     /// The address dialled.
@@ -93,12 +55,7 @@ impl RemoteBackend {
 
     /// The machine info fan-out replies carry.
     pub fn info(&self) -> Arc<MachineInfo> {
-        self.responder.info()
-    }
-
-    /// Tags replies and builds error entries for this machine.
-    pub fn responder(&self) -> &One2ManyResponder {
-        &self.responder
+        self.tag.info()
     }
 
     /// Whether the last connection attempt failed and calls fail fast.
@@ -124,12 +81,7 @@ fn forwarded_headers(request: &http::request::Parts) -> HeaderMap {
         .or_else(|| request.headers.get(http::header::HOST).cloned())
         .unwrap_or_else(|| HeaderValue::from_static("unknown"));
     let mut headers = request.headers.clone();
-    for key in [
-        http::header::HOST.as_str(),
-        "machines",
-        "machine",
-        PROXY_AUTHORITY,
-    ] {
+    for key in [MACHINES, MACHINE, PROXY_AUTHORITY] {
         headers.remove(key);
     }
     headers.insert(PROXY_AUTHORITY, authority);
@@ -167,12 +119,12 @@ impl Backend for RemoteBackend {
         })
     }
 
-    fn append_info(&self, streaming: bool, message: Bytes) -> Result<Bytes, BoxError> {
-        Ok(self.responder.append_info(streaming, message)?)
+    fn tag_reply(&self, shape: ReplyShape, message: Bytes) -> Result<Bytes, BoxError> {
+        Ok(self.tag.tag_reply(shape, message)?)
     }
 
-    fn build_error(&self, streaming: bool, status: &Status) -> Option<Bytes> {
-        Some(self.responder.build_error(streaming, status))
+    fn error_entry(&self, shape: ReplyShape, status: &Status) -> Option<Bytes> {
+        Some(self.tag.error_entry(shape, status))
     }
 }
 
@@ -192,36 +144,16 @@ mod tests {
     }
 
     #[test]
-    fn accepts_only_ipv6_literals() {
-        let b = RemoteBackend::new("fd00::1", 51000).unwrap();
-        assert_eq!(b.socket_addr().to_string(), "[fd00::1]:51000");
-        assert_eq!(b.to_string(), "fd00::1");
-        let b = RemoteBackend::new("[fd00::1]", 51001).unwrap();
-        assert_eq!(b.socket_addr().to_string(), "[fd00::1]:51001");
-        for bad in [
-            "127.0.0.1",
-            "example.com",
-            "",
-            "[fd00::1]:51000",
-            "fd00::1:x",
-        ] {
-            let err = RemoteBackend::new(bad, 51000).unwrap_err();
-            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
-        }
-        assert!(RemoteBackend::new("fd00::1", 0).is_err());
-    }
-
-    #[test]
     fn registry_info_is_carried_and_displayed() {
         let info = MachineInfo {
             addr: "[fd00::2]:51001".into(),
             id: "m-2".into(),
             name: "beta".into(),
         };
-        let b = RemoteBackend::new("fd00::2", 51001)
-            .unwrap()
-            .with_info(info.clone());
+        let socket = "[fd00::2]:51001".parse().unwrap();
+        let b = RemoteBackend::new(socket, info.clone(), ChannelConfig::default());
         assert_eq!(*b.info(), info);
+        assert_eq!(b.socket_addr(), socket);
         let b: Arc<dyn Backend> = Arc::new(b);
         assert_eq!(b.to_string(), "[fd00::2]:51001");
     }
@@ -255,7 +187,6 @@ mod tests {
         );
         let headers = forwarded_headers(&req);
         assert_eq!(headers["proxy-authority"], "switchyard.local:51000");
-        assert!(headers.get("host").is_none());
 
         let req = request("/pkg.Service/Method", &[("proxy-authority", "spoofed")]);
         let headers = forwarded_headers(&req);
@@ -281,7 +212,8 @@ mod tests {
             },
             ..ChannelConfig::default()
         };
-        let backend = RemoteBackend::with_config("::1", port, config).unwrap();
+        let socket = SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, port, 0, 0);
+        let backend = RemoteBackend::new(socket, MachineInfo::from_addr("::1"), config);
         let req = request("/pkg.Service/Method", &[]);
         let err = backend.connect(&req).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);

@@ -5,9 +5,9 @@
 //! cargo run -p switchyard-engine --example forward -- 127.0.0.1:50051 '[::1]:7000' /tmp/forward.sock
 //! ```
 
-use switchyard_engine::server::{ServerConfig, serve};
+use switchyard_engine::server::serve;
 use switchyard_engine::{
-    Channel, ChannelBackend, ChannelConfig, StaticDirector, Target, TransparentProxy,
+    Address, Channel, ChannelBackend, ChannelConfig, ServerConfig, StaticDirector, TransparentProxy,
 };
 
 #[tokio::main]
@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "/tmp/switchyard-forward.sock".into());
 
     let backend = ChannelBackend::new(Channel::new(
-        Target::Tcp(upstream),
+        Address::Tcp(upstream),
         ChannelConfig::default(),
     ));
     let proxy = TransparentProxy::new(StaticDirector::one(backend));

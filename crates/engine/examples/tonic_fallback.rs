@@ -6,7 +6,7 @@
 //! ```
 
 use switchyard_engine::{
-    Channel, ChannelBackend, ChannelConfig, StaticDirector, Target, TransparentProxy,
+    Address, Channel, ChannelBackend, ChannelConfig, StaticDirector, TransparentProxy,
 };
 use tonic::service::Routes;
 
@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
 
     let backend = ChannelBackend::new(Channel::new(
-        Target::Tcp(upstream),
+        Address::Tcp(upstream),
         ChannelConfig::default(),
     ));
     let proxy = TransparentProxy::new(StaticDirector::one(backend));

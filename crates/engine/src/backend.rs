@@ -1,16 +1,26 @@
-//! What the engine needs from an upstream: a connection, the headers to send,
-//! and (for fan-out) how to tag replies and turn failures into replies.
+//! What the engine needs from an upstream: a connection and the headers to
+//! send, and, for fan-out, how to tag a reply with who sent it and how to
+//! turn a failure into a reply entry.
 
 use std::fmt;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::HeaderMap;
-use http::uri::{Authority, Scheme};
 use tonic::Status;
 
 use crate::BoxError;
-use crate::client::{Channel, SendRequest};
+use crate::channel::Channel;
+use crate::upstream::Upstream;
+
+/// How a fan-out call's replies reach the client; gRPC does not say on the
+/// wire whether a method streams, so the director tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyShape {
+    /// One reply message per backend, merged into one message for the client.
+    Unary,
+    /// Any number of reply messages per backend, forwarded as they arrive.
+    Streamed,
+}
 
 /// One upstream gRPC server the proxy can forward a call to.
 ///
@@ -28,36 +38,20 @@ pub trait Backend: fmt::Display + fmt::Debug + Send + Sync + 'static {
         request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Upstream, Status>>;
 
-    /// Rewrites one reply message in fan-out mode, e.g. to say which backend
-    /// answered. `streaming` tells whether the method is streamed. An error
-    /// turns this backend's answer into its error entry.
-    fn append_info(&self, streaming: bool, message: Bytes) -> Result<Bytes, BoxError> {
-        let _ = streaming;
+    /// Tags one reply message in fan-out mode, e.g. with which backend
+    /// answered. An error turns this backend's answer into its error entry.
+    fn tag_reply(&self, shape: ReplyShape, message: Bytes) -> Result<Bytes, BoxError> {
+        let _ = shape;
         Ok(message)
     }
 
-    /// Turns this backend's failure into a reply message in fan-out mode, so
-    /// the other backends' answers still reach the client. `None` makes the
-    /// failure fail the whole call.
-    fn build_error(&self, streaming: bool, status: &Status) -> Option<Bytes> {
-        let _ = (streaming, status);
+    /// This backend's error entry in fan-out mode: a reply message that
+    /// stands for its failure, so the other backends' answers still reach
+    /// the client. `None` makes the failure fail the whole call.
+    fn error_entry(&self, shape: ReplyShape, status: &Status) -> Option<Bytes> {
+        let _ = (shape, status);
         None
     }
-}
-
-/// Where and how to send one call upstream.
-#[derive(Debug)]
-pub struct Upstream {
-    /// The HTTP/2 connection (shared by every call to the same backend).
-    pub connection: SendRequest,
-    /// `:scheme` of the upstream request.
-    pub scheme: Scheme,
-    /// `:authority` of the upstream request.
-    pub authority: Authority,
-    /// Request headers (gRPC metadata) to send. The engine adds `te`,
-    /// `grpc-timeout` (the remaining deadline) and, in fan-out mode,
-    /// `grpc-accept-encoding`, and drops connection-specific headers.
-    pub headers: HeaderMap,
 }
 
 /// A backend that forwards every call over one [`Channel`], request
@@ -92,8 +86,6 @@ impl Backend for ChannelBackend {
         request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Upstream, Status>> {
         Box::pin(async move {
-            // Hop-by-hop headers such as `host` are dropped when the upstream
-            // request is built.
             self.channel
                 .upstream(request.headers.clone())
                 .await

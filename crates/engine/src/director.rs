@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tonic::Status;
 
-use crate::Backend;
+use crate::backend::{Backend, ReplyShape};
 
 /// How a call is forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,32 +14,40 @@ pub enum Mode {
     /// trailers pass untouched.
     OneToOne,
     /// The call goes to every backend; replies are tagged with
-    /// [`Backend::append_info`] and merged (unary) or interleaved (streaming).
-    OneToMany,
+    /// [`Backend::tag_reply`] and merged into one message or forwarded as
+    /// they arrive, as the [`ReplyShape`] says.
+    OneToMany(ReplyShape),
 }
 
-/// The backends chosen for one call.
-pub type Route = (Mode, Vec<Arc<dyn Backend>>);
+/// The backends chosen for one call, and how they are used.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// How the call is forwarded.
+    pub mode: Mode,
+    /// Where: exactly one backend for [`Mode::OneToOne`], any number for
+    /// [`Mode::OneToMany`] (replies keep this order).
+    pub backends: Vec<Arc<dyn Backend>>,
+}
 
 /// Decides where each call goes.
 pub trait Director: Send + Sync + 'static {
-    /// Routes a call to `method` (`/package.Service/Method`) given the
-    /// incoming request head. An error status reaches the client unchanged
-    /// (code, message and details).
+    /// Routes a call given its request head; the method is the URI's path
+    /// (`/package.Service/Method`). The director may rewrite the head (for
+    /// example drop metadata the caller may not send); backends see the
+    /// result. An error status reaches the client unchanged (code, message
+    /// and details).
     fn route<'a>(
         &'a self,
-        method: &'a str,
-        request: &'a http::request::Parts,
+        request: &'a mut http::request::Parts,
     ) -> BoxFuture<'a, Result<Route, Status>>;
 }
 
 impl<D: Director + ?Sized> Director for Arc<D> {
     fn route<'a>(
         &'a self,
-        method: &'a str,
-        request: &'a http::request::Parts,
+        request: &'a mut http::request::Parts,
     ) -> BoxFuture<'a, Result<Route, Status>> {
-        (**self).route(method, request)
+        (**self).route(request)
     }
 }
 
@@ -47,14 +55,15 @@ impl<D: Director + ?Sized> Director for Arc<D> {
 /// director, for a plain forwarding proxy or a fixed fan-out.
 #[derive(Debug, Clone)]
 pub struct StaticDirector {
-    mode: Mode,
-    backends: Vec<Arc<dyn Backend>>,
+    route: Route,
 }
 
 impl StaticDirector {
     /// Every call goes to `backends` in `mode`.
     pub fn new(mode: Mode, backends: Vec<Arc<dyn Backend>>) -> Self {
-        Self { mode, backends }
+        Self {
+            route: Route { mode, backends },
+        }
     }
 
     /// Every call goes to `backend`, one-to-one.
@@ -66,9 +75,8 @@ impl StaticDirector {
 impl Director for StaticDirector {
     fn route<'a>(
         &'a self,
-        _method: &'a str,
-        _request: &'a http::request::Parts,
+        _request: &'a mut http::request::Parts,
     ) -> BoxFuture<'a, Result<Route, Status>> {
-        Box::pin(std::future::ready(Ok((self.mode, self.backends.clone()))))
+        Box::pin(std::future::ready(Ok(self.route.clone())))
     }
 }

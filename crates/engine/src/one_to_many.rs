@@ -1,7 +1,7 @@
 //! Fan-out: one call to N backends at once.
 //!
 //! Each backend runs in its own task: it connects, sends the request, reads
-//! replies, decompresses and tags them ([`Backend::append_info`]) and reports
+//! replies, decompresses and tags them ([`Backend::tag_reply`]) and reports
 //! [`Event`]s. Tasks start together, so a slow or dead backend delays nobody;
 //! tagging runs in parallel. The client's request messages are broadcast to
 //! every live backend by a pump task (chunks are reference-counted, not
@@ -10,7 +10,7 @@
 //! - Unary: replies are collected until every backend is done (or the
 //!   caller's deadline is about to expire), then sent as ONE message: the
 //!   concatenation in the director's order. Failed or late backends become
-//!   [`Backend::build_error`] entries. The merged message is written as a
+//!   [`Backend::error_entry`] entries. The merged message is written as a
 //!   prefix followed by the parts, so its payload is never copied again.
 //! - Streaming: each tagged reply is forwarded as it arrives.
 //!
@@ -33,12 +33,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tonic::{Code, Status};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ReplyShape};
 use crate::body::ResponseBody;
-use crate::client::UpstreamBody;
 use crate::codec::frame::{FrameDecoder, FrameHeader, FrameScanner};
-use crate::proxy::ProxyConfig;
+use crate::config::ProxyConfig;
 use crate::status::{self, GRPC_CONTENT_TYPE};
+use crate::upstream::UpstreamBody;
 use crate::{BoxError, upstream};
 
 /// Request chunks buffered per backend before the broadcast waits for it.
@@ -66,7 +66,7 @@ pub(crate) async fn forward<B>(
     parts: http::request::Parts,
     body: B,
     deadline: Option<Instant>,
-    streaming: bool,
+    shape: ReplyShape,
 ) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -84,7 +84,7 @@ where
             backend: backend.clone(),
             parts: parts.clone(),
             events: events.clone(),
-            streaming,
+            shape,
             max_message_size: config.max_message_size,
         };
         tasks.spawn(call.run(request_rx, deadline));
@@ -102,7 +102,7 @@ where
         tasks,
         method: parts.uri.path().to_owned(),
     };
-    if streaming {
+    if shape == ReplyShape::Streamed {
         call.streamed(deadline).await
     } else {
         let cutoff = deadline.map(|at| {
@@ -156,13 +156,13 @@ struct BackendCall {
     backend: Arc<dyn Backend>,
     parts: Arc<http::request::Parts>,
     events: Events,
-    streaming: bool,
+    shape: ReplyShape,
     max_message_size: usize,
 }
 
 impl BackendCall {
     async fn run(self, requests: mpsc::Receiver<Result<Bytes, Status>>, deadline: Option<Instant>) {
-        let call = self.call(requests);
+        let call = self.call(requests, deadline);
         let outcome = match deadline {
             Some(at) => tokio::time::timeout_at(at, call).await.unwrap_or_else(|_| {
                 Err(Status::deadline_exceeded(format!(
@@ -178,13 +178,14 @@ impl BackendCall {
     async fn call(
         &self,
         requests: mpsc::Receiver<Result<Bytes, Status>>,
+        deadline: Option<Instant>,
     ) -> Result<HeaderMap, Status> {
         let backend = &*self.backend;
         let upstream = backend.connect(&self.parts).await?;
         let path = self.parts.uri.path_and_query().expect("checked gRPC path");
         let body = UpstreamBody::new(RequestQueue(requests));
-        let (connection, request) = upstream::request(upstream, path, None, true, body)?;
-        let (_connection, response) = upstream::send(connection, request, backend).await?;
+        let (connection, request) = upstream::request(upstream, path, deadline, true, body)?;
+        let (_connection, response) = upstream::send(connection, request, &self.backend).await?;
         let (head, mut body) = response.into_parts();
         let mut headers = head.headers;
         if let Some(status) = Status::from_header_map(&headers) {
@@ -224,7 +225,7 @@ impl BackendCall {
                 } else {
                     message.payload
                 };
-                let tagged = backend.append_info(self.streaming, payload).map_err(|e| {
+                let tagged = backend.tag_reply(self.shape, payload).map_err(|e| {
                     Status::internal(format!(
                         "reply from backend {backend} does not fit the fan-out shape: {e}"
                     ))
@@ -333,12 +334,12 @@ impl Collector {
     fn error_entry(
         &self,
         index: usize,
-        streaming: bool,
+        shape: ReplyShape,
         status: &Status,
     ) -> Result<Option<Bytes>, Status> {
         let backend = &self.backends[index];
         tracing::warn!(backend = %backend, method = %self.method, code = ?status.code(), message = status.message(), "backend failed in fan-out");
-        match backend.build_error(streaming, status) {
+        match backend.error_entry(shape, status) {
             Some(entry) => Ok(Some(entry)),
             None => Err(status.clone()),
         }
@@ -384,7 +385,7 @@ impl Collector {
                     merge_metadata(&mut trailers, backend_trailers);
                     parts.extend(slot.messages);
                 }
-                Err(status) => match self.error_entry(i, false, &status) {
+                Err(status) => match self.error_entry(i, ReplyShape::Unary, &status) {
                     Ok(entry) => parts.extend(entry),
                     Err(status) => return status::response_with_headers(&status, headers),
                 },
@@ -481,7 +482,7 @@ impl StreamedBody {
             }
             Event::Done(i, Err(status)) => {
                 self.pending -= 1;
-                if let Some(entry) = collector.error_entry(i, true, &status)? {
+                if let Some(entry) = collector.error_entry(i, ReplyShape::Streamed, &status)? {
                     self.push_message(entry)?;
                 }
             }

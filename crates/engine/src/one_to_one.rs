@@ -27,9 +27,9 @@ use tonic::Status;
 
 use crate::backend::Backend;
 use crate::body::ResponseBody;
-use crate::client::{SendRequest, UpstreamBody};
 use crate::codec::frame::FrameScanner;
-use crate::proxy::ProxyConfig;
+use crate::config::ProxyConfig;
+use crate::upstream::{SendRequest, UpstreamBody};
 use crate::{BoxError, status, upstream};
 
 /// Forwards one call to `backend`.
@@ -62,7 +62,7 @@ where
             false,
             UpstreamBody::new(request_body),
         )?;
-        upstream::send(connection, request, &*backend).await
+        upstream::send(connection, request, &backend).await
     };
     let expired = || {
         Status::deadline_exceeded(format!(
@@ -94,14 +94,16 @@ where
     let (head, inner) = response.into_parts();
     let trailers_only = head.headers.contains_key("grpc-status");
     let body = PassthroughBody {
-        inner: Some(inner),
+        live: Some(Live {
+            inner,
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            _cancel: cancel_tx,
+            _connection: connection,
+        }),
         scanner: FrameScanner::new(config.max_message_size),
-        deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
         trailers_only,
         failure,
         backend,
-        _cancel: Some(cancel_tx),
-        _connection: Some(connection),
     };
     Response::from_parts(head, ResponseBody::passthrough(body))
 }
@@ -183,39 +185,39 @@ where
 /// The backend's response body on its way to the client.
 #[derive(Debug)]
 pub(crate) struct PassthroughBody {
-    inner: Option<Incoming>,
+    /// What the running call holds; `None` once it has ended.
+    live: Option<Live>,
     scanner: FrameScanner,
-    deadline: Option<Pin<Box<Sleep>>>,
     trailers_only: bool,
     failure: Arc<OnceLock<Status>>,
     backend: Arc<dyn Backend>,
+}
+
+/// The upstream resources of a running call, released together.
+#[derive(Debug)]
+struct Live {
+    inner: Incoming,
+    deadline: Option<Pin<Box<Sleep>>>,
     /// Dropped when the call ends, which ends the request body (see module docs).
-    _cancel: Option<oneshot::Sender<()>>,
+    _cancel: oneshot::Sender<()>,
     /// Keeps the connection alive while the call runs, even if the backend's
     /// channel has been closed meanwhile.
-    _connection: Option<SendRequest>,
+    _connection: SendRequest,
 }
 
 impl PassthroughBody {
     /// Ends the call with `status` in the trailers and releases the upstream.
     fn end(&mut self, status: &Status) -> Poll<Option<Frame<Bytes>>> {
-        self.release();
+        self.live = None;
         tracing::warn!(backend = %self.backend, code = ?status.code(), message = status.message(), "call ended with an error");
         Poll::Ready(Some(Frame::trailers(status::trailers(status))))
     }
 
-    fn release(&mut self) {
-        self.inner = None;
-        self._cancel = None;
-        self._connection = None;
-        self.deadline = None;
-    }
-
     pub(crate) fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
-        let Some(inner) = self.inner.as_mut() else {
+        let Some(live) = self.live.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(sleep) = self.deadline.as_mut()
+        if let Some(sleep) = live.deadline.as_mut()
             && sleep.as_mut().poll(cx).is_ready()
         {
             return self.end(&Status::deadline_exceeded(format!(
@@ -223,7 +225,7 @@ impl PassthroughBody {
                 self.backend
             )));
         }
-        match ready!(Pin::new(inner).poll_frame(cx)) {
+        match ready!(Pin::new(&mut live.inner).poll_frame(cx)) {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => match self.scanner.observe(&data) {
                     Ok(()) => Poll::Ready(Some(Frame::data(data))),
@@ -234,7 +236,7 @@ impl PassthroughBody {
                 },
                 Err(frame) => match self.scanner.finish() {
                     Ok(()) => {
-                        self.release();
+                        self.live = None;
                         Poll::Ready(Some(frame))
                     }
                     Err(err) => {
@@ -252,7 +254,7 @@ impl PassthroughBody {
                 self.end(&status)
             }
             None if self.trailers_only => {
-                self.release();
+                self.live = None;
                 Poll::Ready(None)
             }
             None => {
@@ -271,9 +273,9 @@ impl PassthroughBody {
     pub(crate) fn is_end_stream(&self) -> bool {
         // Only a Trailers-Only response may end with the upstream: anything
         // else still owes the client trailers (ours, if the backend sent none).
-        match &self.inner {
+        match &self.live {
             None => true,
-            Some(inner) => self.trailers_only && inner.is_end_stream(),
+            Some(live) => self.trailers_only && live.inner.is_end_stream(),
         }
     }
 }

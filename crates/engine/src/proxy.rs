@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -17,36 +16,9 @@ use tonic::Status;
 
 use crate::body::ResponseBody;
 use crate::codec::timeout;
-use crate::director::{Director, Mode};
-use crate::streamed::StreamedMethods;
+use crate::config::ProxyConfig;
+use crate::director::{Director, Mode, Route};
 use crate::{BoxError, one_to_many, one_to_one, status};
-
-/// Default limit of one message, each way.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
-
-/// Tunables of the proxy.
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    /// Largest message accepted from a client or a backend; larger ones end
-    /// the call (or that backend's part of a fan-out) with `RESOURCE_EXHAUSTED`.
-    pub max_message_size: usize,
-    /// Which methods stream replies (fan-out merges the others as unary).
-    pub streamed: StreamedMethods,
-    /// How long before the caller's deadline a unary fan-out stops waiting
-    /// and answers with what has arrived (capped at a tenth of the timeout),
-    /// so the partial answer reaches the caller in time.
-    pub deadline_margin: Duration,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        Self {
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            streamed: StreamedMethods::none(),
-            deadline_margin: Duration::from_millis(50),
-        }
-    }
-}
 
 /// A gRPC proxy for any method, as a `tower::Service`.
 ///
@@ -97,7 +69,7 @@ impl TransparentProxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         if let Some(rejection) = reject_non_grpc(&parts) {
             return rejection;
         }
@@ -105,9 +77,8 @@ impl TransparentProxy {
             Ok(deadline) => deadline,
             Err(status) => return status::response(&status),
         };
-        let method = parts.uri.path();
         let config = &self.shared.config;
-        let route = self.shared.director.route(method, &parts);
+        let route = self.shared.director.route(&mut parts);
         let route = match deadline {
             Some(at) => tokio::time::timeout_at(at, route)
                 .await
@@ -116,7 +87,8 @@ impl TransparentProxy {
                 }),
             None => route.await,
         };
-        let (mode, backends) = match route {
+        let method = parts.uri.path();
+        let Route { mode, backends } = match route {
             Ok(route) => route,
             Err(status) => {
                 tracing::debug!(method, code = ?status.code(), message = status.message(), "director refused the call");
@@ -133,9 +105,8 @@ impl TransparentProxy {
             (Mode::OneToOne, n) => status::response(&Status::internal(format!(
                 "director chose {n} backends for a one-to-one call to {method}"
             ))),
-            (Mode::OneToMany, _) => {
-                let streaming = config.streamed.is_streamed(method);
-                one_to_many::forward(config, backends, parts, body, deadline, streaming).await
+            (Mode::OneToMany(shape), _) => {
+                one_to_many::forward(config, backends, parts, body, deadline, shape).await
             }
         }
     }

@@ -21,6 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::BoxError;
+use crate::config::ServerConfig;
 
 /// A bound listener.
 #[derive(Debug)]
@@ -62,36 +63,6 @@ impl fmt::Display for Listener {
     }
 }
 
-/// Server settings.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// After shutdown is requested, how long running calls may take to finish.
-    pub grace_period: Duration,
-    /// HTTP/2 streams allowed per connection.
-    pub max_concurrent_streams: u32,
-    /// HTTP/2 PING interval to detect dead clients; `None` disables.
-    pub keepalive_interval: Option<Duration>,
-    /// How long a PING may stay unanswered.
-    pub keepalive_timeout: Duration,
-    /// HTTP/2 stream receive window.
-    pub stream_window: u32,
-    /// HTTP/2 connection receive window.
-    pub connection_window: u32,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            grace_period: Duration::from_secs(10),
-            max_concurrent_streams: 1024,
-            keepalive_interval: Some(Duration::from_secs(30)),
-            keepalive_timeout: Duration::from_secs(10),
-            stream_window: 2 * 1024 * 1024,
-            connection_window: 8 * 1024 * 1024,
-        }
-    }
-}
-
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting and lets running calls finish within the grace period.
 pub async fn serve<S, B>(
@@ -110,15 +81,17 @@ pub async fn serve<S, B>(
 {
     let listener = listener.into();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let http2 = &config.http2;
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(config.max_concurrent_streams)
-        .initial_stream_window_size(config.stream_window)
-        .initial_connection_window_size(config.connection_window)
-        .max_frame_size(64 * 1024)
-        .keep_alive_interval(config.keepalive_interval)
-        .keep_alive_timeout(config.keepalive_timeout);
+        .initial_stream_window_size(http2.stream_window)
+        .initial_connection_window_size(http2.connection_window)
+        .max_frame_size(http2.max_frame_size)
+        .max_header_list_size(http2.max_header_list_size)
+        .keep_alive_interval(http2.keepalive_interval)
+        .keep_alive_timeout(http2.keepalive_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     tracing::info!(listener = %listener, "serving");

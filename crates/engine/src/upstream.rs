@@ -1,14 +1,41 @@
-//! Building and sending the upstream request of a call; shared by both modes.
+//! The upstream side of a call: the connection handle a backend provides, the
+//! request built for it, and sending it. Shared by both forwarding modes.
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use std::fmt;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tonic::Status;
 
-use crate::backend::{Backend, Upstream};
-use crate::client::{SendRequest, UpstreamBody};
+use crate::BoxError;
 use crate::codec::timeout;
 use crate::status::{self, GRPC_CONTENT_TYPE};
+
+/// Request body type of every upstream call.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Handle to a shared upstream HTTP/2 connection.
+pub type SendRequest = hyper::client::conn::http2::SendRequest<UpstreamBody>;
+
+/// Where and how to send one call upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The HTTP/2 connection (shared by every call to the same backend).
+    pub connection: SendRequest,
+    /// `:scheme` of the upstream request.
+    pub scheme: Scheme,
+    /// `:authority` of the upstream request.
+    pub authority: Authority,
+    /// Request headers (gRPC metadata) to send. The engine drops
+    /// connection-specific headers (`host` among them) and adds `te`,
+    /// `grpc-timeout` (what is left of the caller's deadline) and, in fan-out
+    /// mode, `grpc-accept-encoding`.
+    pub headers: HeaderMap,
+}
 
 /// Headers that HTTP/2 forbids or that describe one hop only.
 const HOP_BY_HOP: [header::HeaderName; 6] = [
@@ -43,21 +70,7 @@ pub(crate) fn request(
         .path_and_query(path.clone())
         .build()
         .map_err(|e| Status::internal(format!("cannot build upstream URI: {e}")))?;
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    headers
-        .entry(header::CONTENT_TYPE)
-        .or_insert(GRPC_CONTENT_TYPE);
-    if let Some(deadline) = deadline {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let value = HeaderValue::try_from(timeout::encode(left)).expect("digits and a unit");
-        headers.insert("grpc-timeout", value);
-    }
-    if identity_replies {
-        headers.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
-    }
+    prepare_headers(&mut headers, deadline, identity_replies);
     let mut request = Request::new(body);
     *request.uri_mut() = uri;
     *request.method_mut() = http::Method::POST;
@@ -66,20 +79,45 @@ pub(crate) fn request(
     Ok((connection, request))
 }
 
-/// Sends `request` and waits for the response head.
+/// Turns the caller's request metadata into the upstream request's headers.
+fn prepare_headers(headers: &mut HeaderMap, deadline: Option<Instant>, identity_replies: bool) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    headers
+        .entry(header::CONTENT_TYPE)
+        .or_insert(GRPC_CONTENT_TYPE);
+    match deadline {
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let value = HeaderValue::try_from(timeout::encode(left)).expect("digits and a unit");
+            headers.insert("grpc-timeout", value);
+        }
+        None => {
+            headers.remove("grpc-timeout");
+        }
+    }
+    if identity_replies {
+        headers.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+    }
+}
+
+/// Sends `request` and waits for the response head. `backend` names the
+/// backend in errors.
 pub(crate) async fn send(
     mut connection: SendRequest,
     request: Request<UpstreamBody>,
-    backend: &dyn Backend,
+    backend: &(dyn fmt::Display + Sync),
 ) -> Result<(SendRequest, Response<Incoming>), Status> {
     connection
         .ready()
         .await
-        .map_err(|e| status::from_upstream_error(&e, &backend))?;
+        .map_err(|e| status::from_upstream_error(&e, backend))?;
     let response = connection
         .send_request(request)
         .await
-        .map_err(|e| status::from_upstream_error(&e, &backend))?;
+        .map_err(|e| status::from_upstream_error(&e, backend))?;
     if response.status() != StatusCode::OK {
         return Err(Status::new(
             status::code_from_http(response.status()),
@@ -87,4 +125,37 @@ pub(crate) async fn send(
         ));
     }
     Ok((connection, response))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn hop_by_hop_headers_go_and_the_deadline_is_what_is_left() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "[fd00::1]:51000".parse().unwrap());
+        headers.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        headers.insert("grpc-timeout", "10S".parse().unwrap());
+        headers.insert("x-custom", "kept".parse().unwrap());
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/grpc+proto".parse().unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        prepare_headers(&mut headers, Some(deadline), true);
+        assert!(headers.get(header::HOST).is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert_eq!(headers["grpc-timeout"], "6000000u");
+        assert_eq!(headers["x-custom"], "kept");
+        assert_eq!(headers[header::TE], "trailers");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/grpc+proto");
+        assert_eq!(headers["grpc-accept-encoding"], "identity");
+
+        prepare_headers(&mut headers, None, false);
+        assert!(headers.get("grpc-timeout").is_none());
+    }
 }

@@ -4,11 +4,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::*;
 use prost::Message;
-use switchyard_engine::{Backend, Mode, ProxyConfig, StreamedMethods};
+use switchyard_engine::{Backend, Mode, ProxyConfig, ReplyShape};
 use switchyard_testkit::client::{multi_client, tcp_channel};
 use switchyard_testkit::pb::multi_service_client::MultiServiceClient;
 use switchyard_testkit::pb::{MultiPingReply, MultiPingResponse, PingRequest};
@@ -20,15 +22,10 @@ use tonic::transport::Channel;
 
 const NAMES: [&str; 5] = ["m0", "m1", "m2", "m3", "m4"];
 
-fn streamed() -> ProxyConfig {
-    ProxyConfig {
-        streamed: StreamedMethods::from_list([
-            "/switchyard.test.v1.MultiService/PingList",
-            "/switchyard.test.v1.MultiService/PingStream",
-        ]),
-        ..Default::default()
-    }
-}
+/// Fan-out whose replies stream.
+const STREAMED: Mode = Mode::OneToMany(ReplyShape::Streamed);
+/// Fan-out whose replies are merged.
+const MERGED: Mode = Mode::OneToMany(ReplyShape::Unary);
 
 struct Cluster {
     servers: Vec<Option<TestServer>>,
@@ -108,6 +105,21 @@ async fn unary_replies_of_all_backends_in_target_order() {
 }
 
 #[tokio::test]
+async fn every_backend_gets_the_time_left_of_the_deadline() {
+    let c = cluster(&[], ProxyConfig::default()).await;
+    let mut request = tonic::Request::new(ping("t"));
+    request.set_timeout(Duration::from_secs(10));
+    c.client().ping(request).await.unwrap();
+    for server in c.servers.iter().flatten() {
+        let sent = server.probe().last_header("grpc-timeout").unwrap();
+        let left = switchyard_engine::codec::timeout::parse(sent.as_bytes()).unwrap();
+        // What is left, not the caller's original 10 s.
+        assert!(left < Duration::from_secs(10), "{sent}");
+        assert!(left > Duration::from_secs(5), "{sent}");
+    }
+}
+
+#[tokio::test]
 async fn subsets_of_targets_keep_the_requested_order() {
     let c = cluster(&[], ProxyConfig::default()).await;
     for targets in ["m3,m1", "m4", "m2,m0,m4,m1"] {
@@ -175,7 +187,7 @@ async fn a_failure_without_error_entry_fails_the_call() {
         Arc::new(TestBackend::tcp("strict", dead_addr().await).without_error_entries()),
     ];
     let proxy = spawn_proxy(
-        StaticDirector::new(Mode::OneToMany, backends),
+        StaticDirector::new(MERGED, backends),
         ProxyConfig::default(),
     )
     .await;
@@ -214,7 +226,7 @@ async fn replies_not_shaped_for_fan_out_become_error_entries() {
 
 #[tokio::test]
 async fn streaming_full_duplex_one_reply_per_backend_per_send() {
-    let c = cluster(&[], streamed()).await;
+    let c = cluster(&[], ProxyConfig::default()).await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let mut replies = c
         .client()
@@ -247,7 +259,7 @@ async fn streaming_full_duplex_one_reply_per_backend_per_send() {
 
 #[tokio::test]
 async fn streaming_backend_dying_mid_stream_becomes_one_error_message() {
-    let mut c = cluster(&[], streamed()).await;
+    let mut c = cluster(&[], ProxyConfig::default()).await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let mut replies = c
         .client()
@@ -291,7 +303,7 @@ async fn streaming_backend_dying_mid_stream_becomes_one_error_message() {
 
 #[tokio::test]
 async fn server_streaming_interleaves_and_ends_ok() {
-    let c = cluster(&["m4"], streamed()).await;
+    let c = cluster(&["m4"], ProxyConfig::default()).await;
     let mut stream = c
         .client()
         .ping_list(PingRequest {
@@ -330,7 +342,11 @@ async fn a_blackholed_backend_does_not_delay_the_others() {
         backends.push(Arc::new(TestBackend::tcp(name, addr)));
     }
     backends.insert(1, Arc::new(TestBackend::tcp("hole", hole)));
-    let proxy = spawn_proxy(StaticDirector::new(Mode::OneToMany, backends), streamed()).await;
+    let proxy = spawn_proxy(
+        StaticDirector::new(STREAMED, backends),
+        ProxyConfig::default(),
+    )
+    .await;
     let started = Instant::now();
     let req = with_meta(
         PingRequest {
@@ -374,7 +390,7 @@ async fn unary_deadline_returns_partial_results() {
         Arc::new(TestBackend::tcp("b", b)),
     ];
     let proxy = spawn_proxy(
-        StaticDirector::new(Mode::OneToMany, backends),
+        StaticDirector::new(MERGED, backends),
         ProxyConfig::default(),
     )
     .await;
@@ -428,7 +444,7 @@ async fn compressed_and_malformed_backend_replies() {
         Arc::new(TestBackend::tcp("truncated", raw_backend(truncated).await)),
     ];
     let proxy = spawn_proxy(
-        StaticDirector::new(Mode::OneToMany, backends),
+        StaticDirector::new(MERGED, backends),
         ProxyConfig::default(),
     )
     .await;

@@ -6,22 +6,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchyard_director::{Director, DirectorOptions};
-use switchyard_engine::server::{Listener, ServerConfig, serve};
-use switchyard_engine::{ChannelConfig, ProxyConfig, TransparentProxy};
+use switchyard_director::{DirectorOptions, MachineDirector};
+use switchyard_engine::server::{Listener, serve};
+use switchyard_engine::{Address, ChannelConfig, ProxyConfig, ServerConfig, TransparentProxy};
 use tokio::sync::Notify;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::config::Settings;
-use crate::listen::ListenAddr;
+use crate::config::{LiveSettings, Settings};
 use crate::reflect::Streamed;
 
 /// A Switchyard serving until [`Daemon::shutdown`].
 #[derive(Debug)]
 pub struct Daemon {
-    director: Arc<Director>,
+    director: Arc<MachineDirector>,
     stop: watch::Sender<bool>,
     servers: JoinSet<()>,
     socket_files: Vec<SocketFile>,
@@ -35,10 +34,11 @@ impl Daemon {
     /// Binds every listener of `settings` and starts serving. When one
     /// cannot be bound, the socket files of those already bound are removed.
     pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
-        let mut listeners = Vec::with_capacity(settings.listen.len());
+        let addresses = settings.listeners();
+        let mut listeners = Vec::with_capacity(addresses.len());
         let mut socket_files = Vec::new();
-        for addr in &settings.listen {
-            let listener = match crate::listen::bind(addr, settings.socket_mode).await {
+        for addr in &addresses {
+            let listener = match crate::listen::bind(addr, settings.start.socket_mode.0).await {
                 Ok(listener) => listener,
                 Err(err) => {
                     drop(listeners);
@@ -47,7 +47,7 @@ impl Daemon {
                 }
             };
             listeners.push(listener);
-            if let ListenAddr::Unix(path) = addr {
+            if let Address::Unix(path) = addr {
                 socket_files.push(SocketFile::new(path));
             }
         }
@@ -58,39 +58,40 @@ impl Daemon {
 
     /// Starts serving on listeners bound by the caller.
     pub fn with_listeners(settings: &Settings, listeners: Vec<Listener>) -> Self {
+        let start = &settings.start;
+        let streamed = Streamed::default();
         let options = DirectorOptions {
             remote_channel: ChannelConfig {
-                connect_timeout: settings.connect_timeout,
+                connect_timeout: start.connect_timeout_secs.into(),
                 ..ChannelConfig::default()
             },
-            registry: settings.registry.clone(),
-            always_fan_out: settings.always_fan_out,
-            local_address: settings.local_address,
+            registry: settings.live.machines.clone(),
+            always_fan_out: start.always_fan_out,
+            local_address: settings.live.local_address,
+            streamed: streamed.detector(&start.streamed_methods),
             ..DirectorOptions::default()
         };
-        let director = Arc::new(Director::with_options(
-            settings.local_socket.clone(),
-            settings.remote_port,
+        let director = Arc::new(MachineDirector::new(
+            start.local_socket.clone(),
+            start.remote_port.get(),
             options,
         ));
-        let streamed = Streamed::default();
         let rediscover = Arc::new(Notify::new());
-        let discovery = settings.detect_streamed_methods.then(|| {
+        let discovery = start.detect_streamed_methods.then(|| {
             let task = streamed
                 .clone()
-                .keep_discovering(settings.local_socket.clone(), rediscover.clone());
+                .keep_discovering(start.local_socket.clone(), rediscover.clone());
             AbortOnDropHandle::new(tokio::spawn(task))
         });
         let proxy = TransparentProxy::with_config(
             director.clone(),
             ProxyConfig {
-                max_message_size: settings.max_message_size,
-                streamed: streamed.detector(&settings.streamed_methods),
+                max_message_size: start.max_message_size.0,
                 ..ProxyConfig::default()
             },
         );
         let server = ServerConfig {
-            grace_period: settings.grace_period,
+            grace_period: start.shutdown_grace_secs.into(),
             ..ServerConfig::default()
         };
         let (stop, stopped) = watch::channel(false);
@@ -121,19 +122,18 @@ impl Daemon {
     }
 
     /// The machine director (for reloads and flushes).
-    pub fn director(&self) -> &Arc<Director> {
+    pub fn director(&self) -> &Arc<MachineDirector> {
         &self.director
     }
 
-    /// Applies the reloadable settings (registry, local address) without
-    /// dropping running calls.
-    pub fn reload(&self, settings: &Settings) {
-        self.director.set_registry(settings.registry.clone());
-        self.director.set_local_address(settings.local_address);
+    /// Applies the reloadable settings without dropping running calls.
+    pub fn reload(&self, live: &LiveSettings) {
+        self.director.set_registry(live.machines.clone());
+        self.director.set_local_address(live.local_address);
         self.rediscover.notify_one();
         tracing::info!(
-            machines = settings.registry.as_ref().map_or(0, |r| r.machines().len()),
-            local_address = ?settings.local_address.map(|a| a.to_string()),
+            machines = live.machines.as_ref().map_or(0, |r| r.machines().len()),
+            local_address = ?live.local_address.map(|a| a.to_string()),
             "configuration reloaded"
         );
     }

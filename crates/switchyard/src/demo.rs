@@ -3,25 +3,25 @@
 //! socket and its own Switchyard, and a tour of what a client can ask.
 //! Runs as any user: machines share `::1` and differ by port.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use machine_info::pb::machine_info_client::MachineInfoClient;
 use machine_info::pb::{DescribeRequest, Description, Metadata, WatchRequest};
-use switchyard_director::{Machine, Registry};
-use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::config::Settings;
-use crate::daemon::Daemon;
-use crate::listen::ListenAddr;
+use crate::cluster::LoopbackCluster;
+use crate::config::Secs;
 
 /// Flags of `switchyard demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Directory for the machines' Unix sockets [default: a fresh temporary one].
+    /// Where to create the demo's own directory for the machines' Unix
+    /// sockets (removed at the end; nothing else in DIR is touched)
+    /// [default: the system's temporary directory].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
@@ -31,39 +31,37 @@ pub const WATCH: &str = "/machineinfo.v1.MachineInfo/Watch";
 
 const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 
-/// One simulated machine.
-struct DemoMachine {
-    name: &'static str,
-    addr: SocketAddr,
-    service: Option<machine_info::Server>,
-    proxy: Option<Daemon>,
-}
-
 /// Runs the demo, printing what each call returned.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let dir = match args.dir {
-        Some(dir) => dir,
-        None => std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id())),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let result = tour(&dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let parent = args.dir.unwrap_or_else(std::env::temp_dir);
+    // A fresh directory of our own: removing it at the end removes nothing
+    // the user had.
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-demo-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+    tour(dir.path()).await
 }
 
 async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
-    let mut machines = start_cluster(dir).await?;
+    let mut cluster = LoopbackCluster::start(dir, &NAMES, |_, settings| {
+        // Learned from each machine's own service (gRPC reflection).
+        settings.start.connect_timeout_secs = Secs(Duration::from_secs(2));
+        settings.start.shutdown_grace_secs = Secs(Duration::from_secs(1));
+    })
+    .await?;
+    let machines = &mut cluster.machines;
     println!(
         "A cluster of {} machines on [::1], each with a machine-info service and a Switchyard:",
         machines.len()
     );
-    for (i, m) in machines.iter().enumerate() {
+    for m in machines.iter() {
         println!(
-            "  m{} {:6} switchyard at {}  service at unix:{}",
-            i + 1,
+            "  {} {:6} switchyard at {}  service at unix:{}",
+            m.id,
             m.name,
             m.addr,
-            dir.join(format!("{}.sock", m.name)).display()
+            m.socket.display()
         );
     }
     let entry = machines[0].addr;
@@ -91,7 +89,7 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
         .into_inner();
     print_descriptions(&reply.messages);
 
-    let proxy = machines[0].proxy.as_ref().expect("alpha runs");
+    let proxy = machines[0].daemon.as_ref().expect("alpha runs");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !proxy.discovered_streamed_methods().contains(WATCH) {
         if Instant::now() > deadline {
@@ -129,7 +127,7 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
     print_descriptions(&reply.messages);
 
     section("6. gamma's Switchyard stops too: UNAVAILABLE entry, bounded, no stall for the others");
-    if let Some(proxy) = machines[2].proxy.take() {
+    if let Some(proxy) = machines[2].daemon.take() {
         proxy.shutdown().await?;
     }
     let started = Instant::now();
@@ -137,75 +135,9 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
     print_descriptions(&reply.messages);
     println!("  (answered in {:?})", started.elapsed());
 
-    for m in &mut machines {
-        m.service.take();
-        if let Some(proxy) = m.proxy.take() {
-            proxy.shutdown().await?;
-        }
-    }
+    cluster.shutdown().await?;
     println!("\nDone.");
     Ok(())
-}
-
-async fn start_cluster(dir: &std::path::Path) -> anyhow::Result<Vec<DemoMachine>> {
-    let mut listeners = Vec::new();
-    for _ in NAMES {
-        let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, 0))
-            .await
-            .context("the demo needs IPv6 loopback ([::1]); is IPv6 disabled?")?;
-        listeners.push(listener);
-    }
-    let addrs: Vec<SocketAddr> = listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<_, _>>()?;
-    let registry = Registry::new(
-        NAMES
-            .iter()
-            .zip(&addrs)
-            .enumerate()
-            .map(|(i, (name, addr))| {
-                Ok(Machine {
-                    id: format!("m{}", i + 1),
-                    name: (*name).to_owned(),
-                    addr: addr.to_string().parse()?,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?,
-    )?;
-    let mut machines = Vec::new();
-    for ((name, addr), listener) in NAMES.into_iter().zip(addrs).zip(listeners) {
-        let socket = dir.join(format!("{name}.sock"));
-        let service = machine_info::Server::spawn_unix(name, &socket)
-            .with_context(|| format!("cannot start machine-info of {name}"))?;
-        let settings = Settings {
-            listen: vec![ListenAddr::Tcp(addr)],
-            local_socket: socket,
-            remote_port: switchyard_director::DEFAULT_REMOTE_PORT,
-            local_address: Some(addr.to_string().parse()?),
-            socket_mode: 0o660,
-            max_message_size: switchyard_engine::proxy::DEFAULT_MAX_MESSAGE_SIZE,
-            // Learned from each machine's own service (gRPC reflection).
-            streamed_methods: Vec::new(),
-            detect_streamed_methods: true,
-            always_fan_out: false,
-            connect_timeout: Duration::from_secs(2),
-            grace_period: Duration::from_secs(1),
-            worker_threads: crate::config::DEFAULT_WORKER_THREADS,
-            registry: Some(registry.clone()),
-        };
-        let proxy = Daemon::with_listeners(&settings, vec![listener.into()]);
-        machines.push(DemoMachine {
-            name,
-            addr,
-            service: Some(service),
-            proxy: Some(proxy),
-        });
-    }
-    if machines.len() != NAMES.len() {
-        bail!("not every machine started");
-    }
-    Ok(machines)
 }
 
 fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {

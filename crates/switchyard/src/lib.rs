@@ -1,12 +1,14 @@
 //! The Switchyard daemon and CLI, as a library so tests can run it in-process.
 //!
 //! - [`config`]: settings from a TOML file and flags;
-//! - [`listen`]: listener addresses and socket files;
+//! - [`listen`]: binding listeners and their socket files;
 //! - [`daemon`]: director + engine + listeners, wired together;
 //! - [`reflect`]: streamed methods learned from the local server's reflection;
 //! - [`serve`]: the `serve` command (signals, reload, shutdown);
+//! - [`cluster`]: machines on loopback in one process (demo and tests);
 //! - [`demo`]: the `demo` command, a three-machine cluster in one process.
 
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -1,8 +1,11 @@
 //! `switchyard`: one gRPC endpoint per machine that answers for this
 //! machine, another one, or all of them at once.
 
-use clap::{Parser, Subcommand};
-use switchyard::config::ServeArgs;
+use std::process::ExitCode;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, Subcommand};
+use switchyard::config::Options;
 use switchyard::demo::DemoArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -16,13 +19,16 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy daemon of this machine.
-    Serve(ServeArgs),
+    Serve(Box<Options>),
     /// Start a three-machine cluster on loopback and show fan-out calls.
     Demo(DemoArgs),
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         Command::Demo(_) => "error",
@@ -34,16 +40,54 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(args) => switchyard::serve::main(args),
+        Command::Serve(options) => switchyard::serve::main(*options),
         Command::Demo(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(switchyard::demo::run(args))),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("switchyard: {err:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a command-line error; a bad flag value is named by its setting
+/// (`remote_port`), as the same value in the config file would be.
+fn usage_error(err: clap::Error) -> ExitCode {
+    let setting = matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    )
+    .then(|| err.get(ContextKind::InvalidArg))
+    .flatten()
+    .and_then(|arg| match arg {
+        ContextValue::String(arg) => setting_of(arg),
+        _ => None,
+    });
+    match setting {
+        Some(setting) => {
+            let rendered = err.render().to_string();
+            let message = rendered.trim_start_matches("error: ").trim_end();
+            eprintln!("switchyard: {setting}: {message}");
+            ExitCode::from(2)
+        }
+        None => {
+            let _ = err.print();
+            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+        }
+    }
+}
+
+/// The setting behind a flag as clap prints it (`--remote-port <PORT>`).
+fn setting_of(arg: &str) -> Option<String> {
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let command = Cli::command();
+    command
+        .get_subcommands()
+        .flat_map(|sub| sub.get_arguments())
+        .find(|a| a.get_long() == Some(long))
+        .map(|a| a.get_id().to_string())
 }

@@ -14,7 +14,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use prost::Message;
-use switchyard_engine::StreamedMethods;
+use switchyard_director::StreamedMethods;
+
+use crate::config::MethodName;
 use tokio::sync::Notify;
 use tonic::transport::Endpoint;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -32,9 +34,9 @@ pub struct Streamed {
 }
 
 impl Streamed {
-    /// The engine's detector: `configured` or discovered.
-    pub fn detector(&self, configured: &[String]) -> StreamedMethods {
-        let configured: HashSet<String> = configured.iter().cloned().collect();
+    /// The director's detector: `configured` or discovered.
+    pub fn detector(&self, configured: &[MethodName]) -> StreamedMethods {
+        let configured: HashSet<String> = configured.iter().map(|m| m.0.clone()).collect();
         let discovered = self.discovered.clone();
         StreamedMethods::from_fn(move |method| {
             configured.contains(method)
@@ -226,7 +228,7 @@ mod tests {
         );
 
         let streamed = Streamed::default();
-        let detector = streamed.detector(&["/x.Y/Configured".to_owned()]);
+        let detector = streamed.detector(&["/x.Y/Configured".parse().unwrap()]);
         *streamed.discovered.write().unwrap() = found;
         assert!(detector.is_streamed("/machineinfo.v1.MachineInfo/Watch"));
         assert!(detector.is_streamed("/x.Y/Configured"));

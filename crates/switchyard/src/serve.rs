@@ -5,14 +5,14 @@
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{ServeArgs, Settings};
+use crate::config::{Options, Settings};
 use crate::daemon::Daemon;
 
 /// Reads the settings, builds the runtime they ask for and runs the daemon
 /// on it until SIGTERM or ctrl-c.
-pub fn main(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::load(&args)?;
-    runtime(settings.worker_threads)?.block_on(run(args, settings))
+pub fn main(options: Options) -> anyhow::Result<()> {
+    let settings = Settings::load(&options)?;
+    runtime(settings.start.worker_threads.0)?.block_on(run(options, settings))
 }
 
 /// One thread runs everything on the current-thread scheduler (no work
@@ -31,27 +31,27 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Runs the daemon with `settings` until SIGTERM or ctrl-c; `args` are read
-/// again on SIGHUP.
-pub async fn run(args: ServeArgs, settings: Settings) -> anyhow::Result<()> {
+/// Runs the daemon with `settings` until SIGTERM or ctrl-c; `options` are
+/// read again on SIGHUP.
+pub async fn run(options: Options, settings: Settings) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let daemon = Daemon::start(&settings).await?;
     tracing::info!(
-        listen = ?settings.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        local_socket = %settings.local_socket.display(),
-        remote_port = settings.remote_port,
+        listen = ?settings.listeners().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        local_socket = %settings.start.local_socket.display(),
+        remote_port = settings.start.remote_port,
         "switchyard started"
     );
     loop {
         tokio::select! {
-            _ = hangup.recv() => match Settings::load(&args) {
+            _ = hangup.recv() => match Settings::load(&options) {
                 Ok(new) => {
                     let restart = new.needing_restart(&settings);
                     if !restart.is_empty() {
                         tracing::warn!(settings = ?restart, "changed settings take effect only after a restart");
                     }
-                    daemon.reload(&new);
+                    daemon.reload(&new.live);
                 }
                 Err(err) => tracing::warn!(error = format!("{err:#}"), "reload failed; keeping the running configuration"),
             },
@@ -59,7 +59,7 @@ pub async fn run(args: ServeArgs, settings: Settings) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    tracing::info!(grace = ?settings.grace_period, "shutting down; a second signal stops at once");
+    tracing::info!(grace = ?settings.start.shutdown_grace_secs.0, "shutting down; a second signal stops at once");
     tokio::select! {
         result = daemon.shutdown() => result,
         _ = terminate.recv() => abandon(),

@@ -231,8 +231,10 @@ async fn always_fan_out_tags_a_single_target() {
     let listener = loopback_listener().await;
     let entry = listener.local_addr().unwrap();
     let mut settings = cluster.nodes[A].settings.clone();
-    settings.always_fan_out = true;
-    settings.listen = vec![switchyard::listen::ListenAddr::Tcp(entry)];
+    settings.start.always_fan_out = true;
+    settings.start.listen = Some(vec![switchyard::config::Listen(
+        switchyard_engine::Address::Tcp(entry),
+    )]);
     let daemon = Daemon::with_listeners(&settings, vec![listener.into()]);
     let mut client = tcp_client(entry);
 

@@ -3,7 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::*;
 use tonic::Code;
@@ -111,7 +113,7 @@ async fn a_stopped_switchyard_is_unavailable_well_within_the_connect_bound() {
     assert_eq!(reply.messages.len(), 3);
 
     cluster.stop_daemon(C).await;
-    let bound = cluster.nodes[A].settings.connect_timeout;
+    let bound: Duration = cluster.nodes[A].settings.start.connect_timeout_secs.into();
     assert_eq!(bound, CONNECT_BOUND);
     for attempt in 0..3 {
         let started = Instant::now();

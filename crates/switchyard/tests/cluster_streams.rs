@@ -109,14 +109,14 @@ async fn reload_adds_a_machine_without_dropping_a_running_stream() {
     // alpha starts knowing only itself and beta.
     let cluster = Cluster::start_with("reload", |i, settings| {
         if i == A {
-            let registry = settings.registry.take().unwrap();
+            let registry = settings.live.machines.take().unwrap();
             let known: Vec<_> = registry
                 .machines()
                 .iter()
                 .filter(|m| m.name != "gamma")
                 .cloned()
                 .collect();
-            settings.registry = Some(switchyard_director::Registry::new(known).unwrap());
+            settings.live.machines = Some(switchyard_director::Registry::new(known).unwrap());
         }
     })
     .await;
@@ -138,8 +138,8 @@ async fn reload_adds_a_machine_without_dropping_a_running_stream() {
     let mut machines = cluster.registry.machines().to_vec();
     machines[B].name = "bravo".to_owned();
     let mut settings = cluster.nodes[A].settings.clone();
-    settings.registry = Some(switchyard_director::Registry::new(machines).unwrap());
-    cluster.daemon(A).reload(&settings);
+    settings.live.machines = Some(switchyard_director::Registry::new(machines).unwrap());
+    cluster.daemon(A).reload(&settings.live);
 
     let reply = call_describe(&mut client, &[("machines", "gamma")])
         .await
@@ -170,7 +170,7 @@ async fn reload_adds_a_machine_without_dropping_a_running_stream() {
 
     // A reload that changes nothing is harmless to cached connections.
     let before = cluster.daemon(A).director().cached_remotes();
-    cluster.daemon(A).reload(&settings);
+    cluster.daemon(A).reload(&settings.live);
     assert_eq!(cluster.daemon(A).director().cached_remotes(), before);
     cluster.shutdown().await;
 }
@@ -180,8 +180,8 @@ async fn streamed_methods_are_learned_from_the_local_servers_reflection() {
     // No configured list: without discovery, Watch would be merged as unary
     // and its ticks would arrive as one message at the end.
     let cluster = Cluster::start_with("reflection", |_, settings| {
-        settings.streamed_methods.clear();
-        settings.detect_streamed_methods = true;
+        settings.start.streamed_methods.clear();
+        settings.start.detect_streamed_methods = true;
     })
     .await;
     let daemon = cluster.daemon(A);

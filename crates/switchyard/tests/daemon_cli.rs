@@ -7,7 +7,9 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::*;
 use switchyard::daemon::Daemon;
@@ -33,7 +35,8 @@ fn mode_of(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn every_bad_setting_exits_non_zero_naming_it() {
-    let dir = TempDir::new("cli-bad");
+    let tmp = socket_dir("cli-bad");
+    let dir = tmp.path();
     let sock = format!("unix:{}", dir.join("sy.sock").display());
     let local = dir.join("api.sock");
     let local = local.to_str().unwrap();
@@ -154,7 +157,8 @@ async fn every_bad_setting_exits_non_zero_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_listener_socket_files() {
-    let dir = TempDir::new("cli-sock");
+    let tmp = socket_dir("cli-sock");
+    let dir = tmp.path();
     let path = dir.join("sy.sock");
     let listen = format!("unix:{}", path.display());
     let local = dir.join("api.sock");
@@ -226,7 +230,8 @@ async fn unix_listener_socket_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_registry_without_dropping_a_stream() {
-    let dir = TempDir::new("cli-hup");
+    let tmp = socket_dir("cli-hup");
+    let dir = tmp.path();
     // This machine's service, and another machine (beta) in-process.
     let local = dir.join("alpha.sock");
     let _alpha = machine_info::Server::spawn_unix("alpha", &local).unwrap();
@@ -322,7 +327,8 @@ async fn sighup_reloads_the_registry_without_dropping_a_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_running_stream_finish_then_exits_zero() {
-    let dir = TempDir::new("cli-term");
+    let tmp = socket_dir("cli-term");
+    let dir = tmp.path();
     let local = dir.join("api.sock");
     let _service = machine_info::Server::spawn_unix("alpha", &local).unwrap();
     let path = dir.join("sy.sock");
@@ -387,7 +393,8 @@ async fn sigterm_lets_a_running_stream_finish_then_exits_zero() {
 async fn a_successor_keeps_its_socket_when_the_old_daemon_finishes() {
     // A restart where the new daemon starts while the old one still drains
     // its running calls: the old one must not remove the new one's socket.
-    let dir = TempDir::new("cli-overlap");
+    let tmp = socket_dir("cli-overlap");
+    let dir = tmp.path();
     let local = dir.join("api.sock");
     let _service = machine_info::Server::spawn_unix("alpha", &local).unwrap();
     let path = dir.join("sy.sock");
@@ -439,7 +446,8 @@ async fn a_successor_keeps_its_socket_when_the_old_daemon_finishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_cuts_the_grace_period_short() {
-    let dir = TempDir::new("cli-term2");
+    let tmp = socket_dir("cli-term2");
+    let dir = tmp.path();
     let local = dir.join("api.sock");
     let _service = machine_info::Server::spawn_unix("alpha", &local).unwrap();
     let path = dir.join("sy.sock");

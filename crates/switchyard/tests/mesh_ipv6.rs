@@ -12,7 +12,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 use switchyard::daemon::Daemon;
-use switchyard::listen::ListenAddr;
 use tokio::net::TcpListener;
 use tonic::Code;
 
@@ -141,18 +140,18 @@ async fn distinct_addresses_on_the_same_port() {
         );
     }
 
-    let dir = TempDir::new("mesh");
+    let tmp = socket_dir("mesh");
+    let dir = tmp.path();
     let (port, listeners) = same_port_listeners(&ips).await;
     let mut services = Vec::new();
     let mut daemons = Vec::new();
     for (i, (ip, listener)) in ips.iter().zip(listeners).enumerate() {
         let addr = SocketAddr::from((*ip, port));
-        let socket = dir.join(&format!("m{}.sock", i + 1));
+        let socket = dir.join(format!("m{}.sock", i + 1));
         services.push(machine_info::Server::spawn_unix(&format!("m{}", i + 1), &socket).unwrap());
         let mut settings = node_settings(addr, socket, None);
-        settings.listen = vec![ListenAddr::Tcp(addr)];
-        settings.remote_port = port;
-        settings.local_address = Some(ip.to_string().parse().unwrap());
+        settings.start.remote_port = port.try_into().unwrap();
+        settings.live.local_address = Some(ip.to_string().parse().unwrap());
         daemons.push(Daemon::with_listeners(&settings, vec![listener.into()]));
     }
     let entry = SocketAddr::from((ips[0], port));

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use prost::Message;
 use switchyard_engine::codec::reply;
-use switchyard_engine::{Backend, Backoff, BoxError, Channel, ChannelConfig, Target, Upstream};
+use switchyard_engine::{
+    Address, Backend, Backoff, BoxError, Channel, ChannelConfig, ReplyShape, Upstream,
+};
 use tonic::Status;
 
 use crate::pb::google::rpc;
@@ -28,11 +30,11 @@ pub fn test_channel_config() -> ChannelConfig {
 
 /// A backend named `name` reached through an engine [`Channel`].
 ///
-/// - `connect` forwards every request header except `host`, with scheme
-///   `http` and the target's authority; a connect failure becomes
+/// - `connect` forwards the request headers (the engine drops `host`), with
+///   scheme `http` and the target's authority; a connect failure becomes
 ///   `UNAVAILABLE` with message `"<name>: <error>"`.
-/// - `append_info` tags each reply with `Metadata { machine_addr: name }`.
-/// - `build_error` turns a failure into
+/// - `tag_reply` tags each reply with `Metadata { machine_addr: name }`.
+/// - `error_entry` turns a failure into
 ///   `MetadataOnly { metadata: { machine_addr: name, error, status } }`
 ///   (a single-entry `MetadataOnlyResponse` for unary methods), unless made
 ///   with [`TestBackend::without_error_entries`].
@@ -45,18 +47,18 @@ pub struct TestBackend {
 
 impl TestBackend {
     /// A backend dialling `target` with `config`.
-    pub fn new(name: impl Into<String>, target: Target, config: ChannelConfig) -> Self {
+    pub fn new(name: impl Into<String>, target: Address, config: ChannelConfig) -> Self {
         Self::with_channel(name, Channel::new(target, config))
     }
 
     /// A backend on TCP `addr`, with [`test_channel_config`].
     pub fn tcp(name: impl Into<String>, addr: SocketAddr) -> Self {
-        Self::new(name, Target::Tcp(addr), test_channel_config())
+        Self::new(name, Address::Tcp(addr), test_channel_config())
     }
 
     /// A backend on the Unix socket `path`, with [`test_channel_config`].
     pub fn unix(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
-        Self::new(name, Target::Unix(path.into()), test_channel_config())
+        Self::new(name, Address::Unix(path.into()), test_channel_config())
     }
 
     /// A backend using an existing channel (e.g. shared with another backend).
@@ -68,7 +70,7 @@ impl TestBackend {
         }
     }
 
-    /// This backend's failures fail the whole fan-out call (`build_error`
+    /// This backend's failures fail the whole fan-out call (`error_entry`
     /// returns `None`).
     #[must_use]
     pub fn without_error_entries(mut self) -> Self {
@@ -134,33 +136,29 @@ impl Backend for TestBackend {
         request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Upstream, Status>> {
         Box::pin(async move {
-            let mut headers = request.headers.clone();
-            headers.remove(http::header::HOST);
             self.channel
-                .upstream(headers)
+                .upstream(request.headers.clone())
                 .await
                 .map_err(|err| Status::unavailable(format!("{}: {err}", self.name)))
         })
     }
 
-    fn append_info(&self, streaming: bool, message: Bytes) -> Result<Bytes, BoxError> {
+    fn tag_reply(&self, shape: ReplyShape, message: Bytes) -> Result<Bytes, BoxError> {
         let field = self.info_field();
-        if streaming {
-            Ok(reply::append_to_streamed(&message, &field))
-        } else {
-            Ok(reply::append_to_entries(&message, &field)?)
+        match shape {
+            ReplyShape::Streamed => Ok(reply::append_to_streamed(&message, &field)),
+            ReplyShape::Unary => Ok(reply::append_to_entries(&message, &field)?),
         }
     }
 
-    fn build_error(&self, streaming: bool, status: &Status) -> Option<Bytes> {
+    fn error_entry(&self, shape: ReplyShape, status: &Status) -> Option<Bytes> {
         if !self.error_entries {
             return None;
         }
         let entry = encode_metadata(self.error_metadata(status));
-        Some(if streaming {
-            entry
-        } else {
-            reply::single_entry(&entry)
+        Some(match shape {
+            ReplyShape::Streamed => entry,
+            ReplyShape::Unary => reply::single_entry(&entry),
         })
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
+use tonic::metadata::{AsciiMetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::MAX_MESSAGE_SIZE;
@@ -32,6 +33,21 @@ pub fn unix_channel(path: impl Into<PathBuf>) -> Channel {
             async move { UnixStream::connect(&*path).await.map(TokioIo::new) }
         },
     ))
+}
+
+/// `message` with metadata `key: value` entries, in that order.
+///
+/// # Panics
+///
+/// On a key or value that is not valid ASCII metadata.
+pub fn with_meta<T>(message: T, meta: &[(&str, &str)]) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (key, value) in meta {
+        let key = AsciiMetadataKey::from_bytes(key.as_bytes()).expect("a metadata key");
+        let value: MetadataValue<_> = value.parse().expect("ASCII metadata");
+        request.metadata_mut().append(key, value);
+    }
+    request
 }
 
 /// A `TestService` client accepting and sending messages up to 64 MiB.

@@ -10,6 +10,7 @@
 //!   tags fan-out replies with the `Metadata` of the reply contract.
 //! - [`client`]: tonic channels and clients for TCP and Unix sockets.
 //! - [`blackhole()`]: a TCP listener that accepts and then never answers.
+//! - [`wait`]: bounded waits (`bounded`, `eventually`) and socket temp dirs.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -34,6 +35,7 @@ pub mod client;
 pub mod pb;
 pub mod server;
 pub mod trailer;
+pub mod wait;
 
 pub use backend::TestBackend;
 pub use blackhole::{Blackhole, blackhole};

@@ -35,9 +35,9 @@ use anyhow::{Context as _, bail};
 
 use crate::client::CallKind;
 use crate::report::{Report, micros};
-use crate::target::Target;
 use procs::{Binaries, Machine};
 use rss::MemoryFigures;
+use switchyard_engine::Address;
 use sysinfo::MachineDescription;
 
 /// Flags of `switchyard-bench suite`.
@@ -106,7 +106,7 @@ pub(crate) struct Scenario {
     pub(crate) kind: CallKind,
     pub(crate) payload: usize,
     pub(crate) count: u32,
-    pub(crate) target: Target,
+    pub(crate) target: Address,
     pub(crate) metadata: Vec<(String, String)>,
 }
 
@@ -242,7 +242,7 @@ fn scenarios(
     stream: (u32, usize),
 ) -> Vec<Scenario> {
     let m0 = &machines[0];
-    let unary = |key: &str, label: &str, short: &str, target: Target, metadata| Scenario {
+    let unary = |key: &str, label: &str, short: &str, target: Address, metadata| Scenario {
         key: key.into(),
         label: label.into(),
         short: short.into(),
@@ -306,7 +306,7 @@ fn scenarios(
         out.push(s);
     }
     let (count, size) = stream;
-    let streamed = |key: &str, label: &str, short: &str, target: Target, metadata| Scenario {
+    let streamed = |key: &str, label: &str, short: &str, target: Address, metadata| Scenario {
         key: key.into(),
         label: label.into(),
         short: short.into(),

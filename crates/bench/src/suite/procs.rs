@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::target::Target;
+use switchyard_engine::Address;
 
 /// Methods whose replies stream, for the daemons' fan-out.
 const STREAMED: [&str; 4] = [
@@ -69,13 +69,13 @@ impl Proc {
     }
 
     /// Waits until `target` accepts connections (10 s at most).
-    pub(crate) fn wait_ready(&mut self, target: &Target) -> anyhow::Result<()> {
+    pub(crate) fn wait_ready(&mut self, target: &Address) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             self.check_alive()?;
             let ok = match target {
-                Target::Tcp(addr) => std::net::TcpStream::connect(addr).is_ok(),
-                Target::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+                Address::Tcp(addr) => std::net::TcpStream::connect(addr).is_ok(),
+                Address::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
             };
             if ok {
                 return Ok(());
@@ -151,12 +151,12 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
-    pub(crate) fn proxy_target(&self) -> Target {
-        Target::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
+    pub(crate) fn proxy_target(&self) -> Address {
+        Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
     }
 
-    pub(crate) fn backend_target(&self) -> Target {
-        Target::Unix(self.socket.clone())
+    pub(crate) fn backend_target(&self) -> Address {
+        Address::Unix(self.socket.clone())
     }
 }
 
@@ -174,7 +174,7 @@ pub(crate) fn start_backend(
         .arg(socket)
         .args(["--name", name]);
     let mut proc = Proc::spawn(&format!("backend-{name}"), dir, command)?;
-    proc.wait_ready(&Target::Unix(socket.to_owned()))?;
+    proc.wait_ready(&Address::Unix(socket.to_owned()))?;
     Ok(proc)
 }
 
@@ -210,7 +210,7 @@ pub(crate) fn start_daemon(
     command.arg("serve").arg("--config").arg(&config);
     command.env("RUST_LOG", "warn");
     let mut proc = Proc::spawn(&format!("switchyard-{name}"), dir, command)?;
-    proc.wait_ready(&Target::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
+    proc.wait_ready(&Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
     Ok(proc)
 }
 
@@ -254,8 +254,8 @@ pub(crate) struct Nginx {
 }
 
 impl Nginx {
-    pub(crate) fn target(&self) -> Target {
-        Target::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
+    pub(crate) fn target(&self) -> Address {
+        Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
     }
 }
 
@@ -393,7 +393,7 @@ http {{
         .arg("-e")
         .arg(prefix.join("error.log"));
     let mut proc = Proc::spawn("nginx", dir, command)?;
-    proc.wait_ready(&Target::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
+    proc.wait_ready(&Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
     Ok(Nginx {
         port,
         version,

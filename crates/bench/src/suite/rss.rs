@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::procs::{self, Binaries};
 use super::sysinfo::memory_kib;
 use crate::client::{self, CallKind, CallSpec, ConnSettings};
-use crate::target::Target;
+use switchyard_engine::Address;
 
 /// What the memory measurement found, in KiB.
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +38,7 @@ pub(crate) fn measure(
     let daemon = procs::start_daemon(bins, dir, "rss", port, backend_socket, &[])?;
     std::thread::sleep(Duration::from_millis(500));
     let (idle_rss_kib, idle_hwm_kib) = memory_kib(daemon.pid())?;
-    let target: Target = format!("[::1]:{port}")
+    let target: Address = format!("[::1]:{port}")
         .parse()
         .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

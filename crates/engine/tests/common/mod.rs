@@ -14,8 +14,12 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use switchyard_engine::server::{ServerConfig, serve};
-use switchyard_engine::{Backend, Director, Mode, ProxyConfig, Route, TransparentProxy};
+use switchyard_engine::server::serve;
+use switchyard_engine::{
+    Backend, Director, Mode, ProxyConfig, ReplyShape, Route, ServerConfig, TransparentProxy,
+};
+#[allow(unused_imports)]
+pub use switchyard_testkit::client::with_meta;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::Status;
@@ -42,19 +46,34 @@ pub async fn spawn_proxy(director: impl Director, config: ProxyConfig) -> Proxy 
 
 pub use switchyard_engine::StaticDirector;
 
+/// The test services' methods whose replies stream.
+const STREAMED_METHODS: [&str; 2] = [
+    "/switchyard.test.v1.MultiService/PingList",
+    "/switchyard.test.v1.MultiService/PingStream",
+];
+
 /// Fan-out to the backends named by the `x-targets` metadata (comma
-/// separated, in that order), or to all of them without it.
+/// separated, in that order), or to all of them without it; the streaming
+/// methods of `MultiService` stream.
 pub struct ByName(pub Vec<Arc<dyn Backend>>);
 
 impl Director for ByName {
     fn route<'a>(
         &'a self,
-        _: &'a str,
-        request: &'a http::request::Parts,
+        request: &'a mut http::request::Parts,
     ) -> BoxFuture<'a, Result<Route, Status>> {
         Box::pin(async move {
+            let shape = if STREAMED_METHODS.contains(&request.uri.path()) {
+                ReplyShape::Streamed
+            } else {
+                ReplyShape::Unary
+            };
+            let mode = Mode::OneToMany(shape);
             let Some(targets) = request.headers.get("x-targets") else {
-                return Ok((Mode::OneToMany, self.0.clone()));
+                return Ok(Route {
+                    mode,
+                    backends: self.0.clone(),
+                });
             };
             let mut chosen = Vec::new();
             for name in targets.to_str().unwrap().split(',') {
@@ -65,7 +84,10 @@ impl Director for ByName {
                     .ok_or_else(|| Status::invalid_argument(format!("unknown target {name}")))?;
                 chosen.push(backend.clone());
             }
-            Ok((Mode::OneToMany, chosen))
+            Ok(Route {
+                mode,
+                backends: chosen,
+            })
         })
     }
 }
@@ -76,8 +98,7 @@ pub struct Refuse(pub Status);
 impl Director for Refuse {
     fn route<'a>(
         &'a self,
-        _: &'a str,
-        _: &'a http::request::Parts,
+        _: &'a mut http::request::Parts,
     ) -> BoxFuture<'a, Result<Route, Status>> {
         Box::pin(async move { Err(self.0.clone()) })
     }
@@ -160,15 +181,6 @@ pub fn framed(compressed: bool, payload: &[u8]) -> Bytes {
 }
 
 pub const SHORT: Duration = Duration::from_secs(5);
-
-/// `value` with metadata `key: value` attached.
-pub fn with_meta<T>(message: T, pairs: &[(&'static str, &str)]) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
-    for (k, v) in pairs {
-        req.metadata_mut().append(*k, v.parse().unwrap());
-    }
-    req
-}
 
 /// A tonic client on a bare hyper HTTP/2 connection: unlike tonic's own
 /// channel it does not enforce `grpc-timeout` itself, so tests see what the

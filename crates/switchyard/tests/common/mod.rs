@@ -8,115 +8,39 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use machine_info::pb::machine_info_client::MachineInfoClient;
 use machine_info::pb::{
     DescribeRequest, DescribeResponse, Description, Metadata, Tick, WatchRequest,
 };
-use switchyard::config::Settings;
+use switchyard::cluster::{LoopbackCluster, LoopbackMachine};
+use switchyard::config::{MethodName, Secs, Settings};
 use switchyard::daemon::Daemon;
-use switchyard::listen::ListenAddr;
-use switchyard_director::{DEFAULT_REMOTE_PORT, Machine, Registry};
+use switchyard_director::{DEFAULT_REMOTE_PORT, Registry};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tonic::metadata::{AsciiMetadataKey, MetadataValue};
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
+pub use switchyard::cluster::machine_settings;
+pub use switchyard_testkit::client::with_meta;
+#[allow(unused_imports)]
+pub use switchyard_testkit::wait::{WAIT, bounded, bounded_for, eventually, socket_dir};
+
 /// The streamed method of the sample API.
 pub const WATCH: &str = switchyard::demo::WATCH;
-
-/// Bound of any single network wait (a call, a message, a process exit):
-/// generous, for a loaded 2-core machine.
-pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Connect bound the in-process machines use for each other.
 pub const CONNECT_BOUND: Duration = Duration::from_secs(10);
 
 /// Names of the three machines of a [`Cluster`].
 pub const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
-
-/// `fut`, or a panic naming `what` after [`WAIT`].
-pub async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
-    bounded_for(WAIT, what, fut).await
-}
-
-/// `fut`, or a panic naming `what` after `limit`.
-pub async fn bounded_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: nothing within {limit:?}"),
-    }
-}
-
-/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        let remaining = limit.saturating_sub(started.elapsed());
-        if let Ok(Some(value)) = tokio::time::timeout(remaining, check()).await {
-            return value;
-        }
-        if started.elapsed() >= limit {
-            panic!("{what}: still not the case after {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Temporary directories
-
-/// A fresh directory under the system temp dir, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// `…/switchyard-<tag>-<pid>-<n>`, short enough for Unix socket paths.
-    pub fn new(tag: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mut base = std::env::temp_dir();
-        if base.as_os_str().len() > 40 {
-            base = PathBuf::from("/tmp");
-        }
-        let dir = base.join(format!("sy-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("cannot create a temp dir");
-        Self(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        let path = self.0.join(name);
-        assert!(
-            path.as_os_str().len() < 100,
-            "socket path too long: {}",
-            path.display()
-        );
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Clients and requests
@@ -132,17 +56,6 @@ pub fn tcp_client(addr: SocketAddr) -> MachineInfoClient<Channel> {
 /// A client of the server on the Unix socket `path` (authority `localhost`).
 pub fn unix_client(path: &Path) -> MachineInfoClient<Channel> {
     MachineInfoClient::new(switchyard_testkit::client::unix_channel(path))
-}
-
-/// `message` with metadata `key: value` entries, in that order.
-pub fn with_meta<T>(message: T, meta: &[(&str, &str)]) -> Request<T> {
-    let mut request = Request::new(message);
-    for (key, value) in meta {
-        let key = AsciiMetadataKey::from_bytes(key.as_bytes()).expect("a metadata key");
-        let value: MetadataValue<_> = value.parse().expect("ASCII metadata");
-        request.metadata_mut().append(key, value);
-    }
-    request
 }
 
 /// A `Describe` request with metadata.
@@ -246,19 +159,7 @@ pub fn assert_untagged(d: &Description, name: &str) {
 // In-process cluster
 
 /// One machine: its `machine-info` service and its Switchyard.
-#[derive(Debug)]
-pub struct Node {
-    pub id: String,
-    pub name: String,
-    /// Where its Switchyard listens.
-    pub addr: SocketAddr,
-    /// Its `machine-info` service's socket.
-    pub socket: PathBuf,
-    pub service: Option<machine_info::Server>,
-    pub daemon: Option<Daemon>,
-    /// The settings its Switchyard started with.
-    pub settings: Settings,
-}
+pub type Node = LoopbackMachine;
 
 /// Three machines on `[::1]`, differing by port, with a registry naming them
 /// `alpha` (m1), `beta` (m2), `gamma` (m3).
@@ -267,28 +168,23 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// The registry of all three machines.
     pub registry: Registry,
-    dir: TempDir,
+    dir: tempfile::TempDir,
 }
 
-/// Settings of a machine whose Switchyard listens on `addr` and whose
-/// service is at `socket`.
+/// Settings of a test machine: [`machine_settings`] with `Watch` configured
+/// as streamed (deterministic: tests/cluster_streams.rs covers discovery).
 pub fn node_settings(addr: SocketAddr, socket: PathBuf, registry: Option<Registry>) -> Settings {
-    Settings {
-        listen: vec![ListenAddr::Tcp(addr)],
-        local_socket: socket,
-        remote_port: DEFAULT_REMOTE_PORT,
-        local_address: Some(addr.to_string().parse().expect("an IPv6 socket address")),
-        socket_mode: 0o660,
-        max_message_size: switchyard_engine::proxy::DEFAULT_MAX_MESSAGE_SIZE,
-        streamed_methods: vec![WATCH.to_owned()],
-        always_fan_out: false,
-        // Deterministic: configured, not discovered (tests/cluster_streams.rs covers discovery).
-        detect_streamed_methods: false,
-        connect_timeout: CONNECT_BOUND,
-        grace_period: Duration::from_secs(5),
-        worker_threads: switchyard::config::DEFAULT_WORKER_THREADS,
-        registry,
-    }
+    let mut settings = machine_settings(addr, socket, registry);
+    test_defaults(&mut settings);
+    settings
+}
+
+fn test_defaults(settings: &mut Settings) {
+    let start = &mut settings.start;
+    start.streamed_methods = vec![MethodName(WATCH.to_owned())];
+    start.detect_streamed_methods = false;
+    start.connect_timeout_secs = Secs(CONNECT_BOUND);
+    start.shutdown_grace_secs = Secs(Duration::from_secs(5));
 }
 
 /// A listener on `[::1]`, free port.
@@ -307,44 +203,16 @@ impl Cluster {
     /// Starts the three machines, `tweak`ing the settings of machine `i`
     /// before its Switchyard starts.
     pub async fn start_with(tag: &str, tweak: impl Fn(usize, &mut Settings)) -> Self {
-        let dir = TempDir::new(tag);
-        let mut listeners = Vec::new();
-        for _ in NAMES {
-            listeners.push(loopback_listener().await);
-        }
-        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-        let machines: Vec<Machine> = NAMES
-            .iter()
-            .zip(&addrs)
-            .enumerate()
-            .map(|(i, (name, addr))| Machine {
-                id: format!("m{}", i + 1),
-                name: (*name).to_owned(),
-                addr: addr.to_string().parse().unwrap(),
-            })
-            .collect();
-        let registry = Registry::new(machines.clone()).unwrap();
-        let mut nodes = Vec::new();
-        for (i, (machine, listener)) in machines.into_iter().zip(listeners).enumerate() {
-            let socket = dir.join(&format!("{}.sock", machine.name));
-            let service = machine_info::Server::spawn_unix(&machine.name, &socket).unwrap();
-            let addr = addrs[i];
-            let mut settings = node_settings(addr, socket.clone(), Some(registry.clone()));
-            tweak(i, &mut settings);
-            let daemon = Daemon::with_listeners(&settings, vec![listener.into()]);
-            nodes.push(Node {
-                id: machine.id,
-                name: machine.name,
-                addr,
-                socket,
-                service: Some(service),
-                daemon: Some(daemon),
-                settings,
-            });
-        }
+        let dir = socket_dir(tag);
+        let cluster = LoopbackCluster::start(dir.path(), &NAMES, |i, settings| {
+            test_defaults(settings);
+            tweak(i, settings);
+        })
+        .await
+        .expect("cannot start the loopback cluster");
         let cluster = Self {
-            nodes,
-            registry,
+            nodes: cluster.machines,
+            registry: cluster.registry,
             dir,
         };
         for i in 0..NAMES.len() {
@@ -353,8 +221,8 @@ impl Cluster {
         cluster
     }
 
-    pub fn dir(&self) -> &TempDir {
-        &self.dir
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Waits until machine `i` answers a local call through its Switchyard.

@@ -7,79 +7,19 @@
 //! each. Running calls hold their own handle to the connection, so
 //! [`Channel::close`] (or dropping the channel) lets them finish.
 
-use std::fmt;
 use std::io;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderMap;
 use http::uri::{Authority, Scheme};
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 
-use crate::BoxError;
-use crate::backend::Upstream;
-use crate::backoff::Backoff;
-
-/// Request body type of every upstream call.
-pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Handle to a shared upstream HTTP/2 connection.
-pub type SendRequest = hyper::client::conn::http2::SendRequest<UpstreamBody>;
-
-/// Where a channel dials.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
-    /// A TCP address.
-    Tcp(SocketAddr),
-    /// A Unix socket path.
-    Unix(PathBuf),
-}
-
-impl Target {
-    /// `:authority` for requests on this target.
-    pub fn authority(&self) -> Authority {
-        match self {
-            Self::Tcp(addr) => addr
-                .to_string()
-                .parse()
-                .expect("a socket address is a valid authority"),
-            Self::Unix(_) => Authority::from_static("localhost"),
-        }
-    }
-}
-
-/// Parses `unix:/path`, `[ipv6]:port` or `ipv4:port`. Host names are not
-/// accepted: nothing is ever resolved.
-impl std::str::FromStr for Target {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(format!("{s:?} has no socket path after unix:"));
-            }
-            return Ok(Self::Unix(path.into()));
-        }
-        s.parse()
-            .map(Self::Tcp)
-            .map_err(|_| format!("{s:?} is not unix:/path, [ipv6]:port or ipv4:port"))
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Tcp(addr) => write!(f, "{addr}"),
-            Self::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
+use crate::address::Address;
+use crate::config::ChannelConfig;
+use crate::upstream::{SendRequest, Upstream};
 
 /// Why no connection could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -116,36 +56,6 @@ pub enum ConnectError {
     },
 }
 
-/// Connection settings.
-#[derive(Debug, Clone)]
-pub struct ChannelConfig {
-    /// Bound of one dial attempt.
-    pub connect_timeout: Duration,
-    /// Delays between background retries while the target is down.
-    pub backoff: Backoff,
-    /// Interval of HTTP/2 PINGs that detect a dead peer; `None` disables.
-    pub keepalive_interval: Option<Duration>,
-    /// How long a PING may stay unanswered before the connection is closed.
-    pub keepalive_timeout: Duration,
-    /// HTTP/2 stream receive window.
-    pub stream_window: u32,
-    /// HTTP/2 connection receive window.
-    pub connection_window: u32,
-}
-
-impl Default for ChannelConfig {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(10),
-            backoff: Backoff::REMOTE,
-            keepalive_interval: Some(Duration::from_secs(10)),
-            keepalive_timeout: Duration::from_secs(10),
-            stream_window: 2 * 1024 * 1024,
-            connection_window: 8 * 1024 * 1024,
-        }
-    }
-}
-
 /// A lazily connected, shared, self-healing HTTP/2 connection to one target.
 #[derive(Debug, Clone)]
 pub struct Channel {
@@ -154,7 +64,7 @@ pub struct Channel {
 
 #[derive(Debug)]
 struct Inner {
-    target: Target,
+    target: Address,
     /// Computed once: every call's URI needs it.
     authority: Authority,
     config: ChannelConfig,
@@ -174,7 +84,7 @@ enum State {
 
 impl Channel {
     /// A channel to `target`; nothing is dialled until the first call.
-    pub fn new(target: Target, config: ChannelConfig) -> Self {
+    pub fn new(target: Address, config: ChannelConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 authority: target.authority(),
@@ -186,7 +96,7 @@ impl Channel {
     }
 
     /// The target.
-    pub fn target(&self) -> &Target {
+    pub fn target(&self) -> &Address {
         &self.inner.target
     }
 
@@ -285,7 +195,7 @@ async fn dial_loop(inner: Weak<Inner>, tx: watch::Sender<Outcome>) {
     }
 }
 
-async fn dial(target: &Target, config: &ChannelConfig) -> Result<SendRequest, ConnectError> {
+async fn dial(target: &Address, config: &ChannelConfig) -> Result<SendRequest, ConnectError> {
     let name = || target.to_string();
     let io_err = |e: io::Error| ConnectError::Io {
         target: name(),
@@ -293,12 +203,12 @@ async fn dial(target: &Target, config: &ChannelConfig) -> Result<SendRequest, Co
     };
     let attempt = async {
         let handshake = match target {
-            Target::Tcp(addr) => {
+            Address::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await.map_err(io_err)?;
                 let _ = stream.set_nodelay(true);
                 handshake(stream, config).await
             }
-            Target::Unix(path) => {
+            Address::Unix(path) => {
                 let stream = UnixStream::connect(path).await.map_err(io_err)?;
                 handshake(stream, config).await
             }
@@ -322,14 +232,16 @@ async fn handshake<S>(stream: S, config: &ChannelConfig) -> Result<SendRequest, 
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    let http2 = &config.http2;
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
-        .initial_stream_window_size(config.stream_window)
-        .initial_connection_window_size(config.connection_window)
-        .max_frame_size(64 * 1024)
-        .keep_alive_interval(config.keepalive_interval)
-        .keep_alive_timeout(config.keepalive_timeout)
+        .initial_stream_window_size(http2.stream_window)
+        .initial_connection_window_size(http2.connection_window)
+        .max_frame_size(http2.max_frame_size)
+        .max_header_list_size(http2.max_header_list_size)
+        .keep_alive_interval(http2.keepalive_interval)
+        .keep_alive_timeout(http2.keepalive_timeout)
         .keep_alive_while_idle(false);
     let (send, conn) = builder.handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {

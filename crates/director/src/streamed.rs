@@ -1,12 +1,14 @@
 //! Which methods stream replies.
 //!
 //! Fan-out must know whether to merge replies into one message (unary) or to
-//! interleave them (streaming); gRPC does not say so on the wire. Without a
-//! detector every method is treated as unary, like the Go library.
+//! forward them as they arrive (streaming); gRPC does not say so on the wire.
+//! Without a detector every method is treated as unary, like the Go library.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+
+use switchyard_engine::ReplyShape;
 
 /// Tells whether a method (`/package.Service/Method`) streams its replies.
 #[derive(Clone)]
@@ -37,6 +39,15 @@ impl StreamedMethods {
     pub fn is_streamed(&self, method: &str) -> bool {
         (self.0)(method)
     }
+
+    /// How fan-out replies of `method` reach the client.
+    pub fn shape(&self, method: &str) -> ReplyShape {
+        if self.is_streamed(method) {
+            ReplyShape::Streamed
+        } else {
+            ReplyShape::Unary
+        }
+    }
 }
 
 impl Default for StreamedMethods {
@@ -59,7 +70,9 @@ mod tests {
     fn list_detector_matches_full_names_only() {
         let d = StreamedMethods::from_list(["/a.B/List", "/a.B/Watch"]);
         assert!(d.is_streamed("/a.B/List"));
+        assert_eq!(d.shape("/a.B/Watch"), ReplyShape::Streamed);
         assert!(!d.is_streamed("/a.B/Get"));
+        assert_eq!(d.shape("/a.B/Get"), ReplyShape::Unary);
         assert!(!d.is_streamed("List"));
         assert!(!StreamedMethods::default().is_streamed("/a.B/List"));
     }

@@ -1,8 +1,8 @@
 //! Tagging fan-out replies with the machine that sent them, and turning a
-//! machine's failure into a reply entry.
+//! machine's failure into a reply entry (an *error entry*).
 //!
-//! This is the Go reference's `One2ManyResponder`, done without knowing any
-//! reply schema. Fan-out methods follow a shape contract:
+//! This is the Go reference's `One2ManyResponder` (`AppendInfo`,
+//! `BuildError`), done without knowing any reply schema. Fan-out methods follow a shape contract:
 //!
 //! ```proto
 //! message SomeResponse { repeated SomeReply messages = 1; }   // unary reply
@@ -23,6 +23,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 use prost::Message;
+use switchyard_engine::ReplyShape;
 use switchyard_engine::codec::reply::{self, ReplyError};
 use tonic::Status;
 
@@ -58,18 +59,6 @@ impl MachineInfo {
     }
 }
 
-/// Why a reply could not be tagged: it does not follow the fan-out shape.
-///
-/// The engine turns this into the machine's error entry; the other machines'
-/// replies are unaffected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ResponderError {
-    /// A unary reply that is not `repeated SomeReply messages = 1`.
-    #[error(transparent)]
-    Shape(#[from] ReplyError),
-}
-
 /// The machine info plus its pre-encoded `Empty { metadata }`.
 #[derive(Debug)]
 struct Tag {
@@ -95,11 +84,11 @@ impl Tag {
 /// reference's `One2ManyResponder`). The machine info can be swapped while
 /// calls run.
 #[derive(Debug)]
-pub struct One2ManyResponder {
+pub struct MachineTag {
     tag: RwLock<Arc<Tag>>,
 }
 
-impl One2ManyResponder {
+impl MachineTag {
     /// A responder for `info`.
     pub fn new(info: MachineInfo) -> Self {
         Self {
@@ -127,30 +116,27 @@ impl One2ManyResponder {
 
     /// Adds this machine's `Metadata` to a reply message.
     ///
-    /// Streamed (`streaming`): the message is one `SomeReply`, the metadata is
-    /// appended. Unary: the message is a `SomeResponse`; every field-1 entry
-    /// gets the metadata, a reply without entries passes unchanged, and any
-    /// other field is an error.
-    pub fn append_info(&self, streaming: bool, reply: Bytes) -> Result<Bytes, ResponderError> {
+    /// Streamed: the message is one `SomeReply`, the metadata is appended.
+    /// Unary: the message is a `SomeResponse`; every field-1 entry gets the
+    /// metadata, a reply without entries passes unchanged, and any other
+    /// field is an error.
+    pub fn tag_reply(&self, shape: ReplyShape, reply: Bytes) -> Result<Bytes, ReplyError> {
         let tag = self.tag();
-        if streaming {
-            Ok(reply::append_to_streamed(&reply, &tag.field))
-        } else if reply.is_empty() {
-            Ok(reply)
-        } else {
-            Ok(reply::append_to_entries(&reply, &tag.field)?)
+        match shape {
+            ReplyShape::Streamed => Ok(reply::append_to_streamed(&reply, &tag.field)),
+            ReplyShape::Unary if reply.is_empty() => Ok(reply),
+            ReplyShape::Unary => reply::append_to_entries(&reply, &tag.field),
         }
     }
 
-    /// This machine's reply entry for a failed call: `Empty { metadata {
+    /// This machine's error entry for a failed call: `Empty { metadata {
     /// machine…, error: message, status: {code, message, details} } }`, as a
-    /// streamed message (`streaming`) or as a unary `EmptyResponse` with that
-    /// single entry.
+    /// streamed message or as a unary `EmptyResponse` with that single entry.
     ///
     /// The status details are the `google.rpc.Status` that
     /// `grpc-status-details-bin` carries; when they do not decode, the entry
     /// keeps the code and message without details.
-    pub fn build_error(&self, streaming: bool, status: &Status) -> Bytes {
+    pub fn error_entry(&self, shape: ReplyShape, status: &Status) -> Bytes {
         let tag = self.tag();
         let details = if status.details().is_empty() {
             Vec::new()
@@ -173,14 +159,13 @@ impl One2ManyResponder {
         let empty = pb::Empty {
             metadata: Some(metadata),
         };
-        if streaming {
-            empty.encode_to_vec().into()
-        } else {
-            pb::EmptyResponse {
+        match shape {
+            ReplyShape::Streamed => empty.encode_to_vec().into(),
+            ReplyShape::Unary => pb::EmptyResponse {
                 messages: vec![empty],
             }
             .encode_to_vec()
-            .into()
+            .into(),
         }
     }
 }
@@ -215,8 +200,8 @@ mod tests {
         }
     }
 
-    fn responder() -> One2ManyResponder {
-        One2ManyResponder::new(machine())
+    fn responder() -> MachineTag {
+        MachineTag::new(machine())
     }
 
     fn tagged() -> Option<pb::Metadata> {
@@ -244,7 +229,9 @@ mod tests {
     }
 
     fn append_unary(values: &[&str]) -> SomeResponse {
-        let out = responder().append_info(false, unary(values)).unwrap();
+        let out = responder()
+            .tag_reply(ReplyShape::Unary, unary(values))
+            .unwrap();
         SomeResponse::decode(out).unwrap()
     }
 
@@ -258,7 +245,9 @@ mod tests {
 
     #[test]
     fn unary_reply_without_entries_passes_unchanged() {
-        let out = responder().append_info(false, Bytes::new()).unwrap();
+        let out = responder()
+            .tag_reply(ReplyShape::Unary, Bytes::new())
+            .unwrap();
         assert!(out.is_empty());
         assert!(append_unary(&[]).messages.is_empty());
     }
@@ -276,12 +265,16 @@ mod tests {
     #[test]
     fn streamed_reply_gets_the_metadata() {
         let message: Bytes = reply("tick").encode_to_vec().into();
-        let out = responder().append_info(true, message).unwrap();
+        let out = responder()
+            .tag_reply(ReplyShape::Streamed, message)
+            .unwrap();
         let got = SomeReply::decode(out).unwrap();
         assert_eq!(got.metadata, tagged());
         assert_eq!(got.value, "tick");
         // An empty streamed message is a valid SomeReply too.
-        let out = responder().append_info(true, Bytes::new()).unwrap();
+        let out = responder()
+            .tag_reply(ReplyShape::Streamed, Bytes::new())
+            .unwrap();
         assert_eq!(SomeReply::decode(out).unwrap().metadata, tagged());
     }
 
@@ -289,18 +282,18 @@ mod tests {
     fn a_reply_not_shaped_for_fan_out_is_an_error() {
         // SomeReply { value = 2 } sent as a unary reply: field 2 at top level.
         let wrong: Bytes = reply("x").encode_to_vec().into();
-        let err = responder().append_info(false, wrong).unwrap_err();
+        let err = responder().tag_reply(ReplyShape::Unary, wrong).unwrap_err();
         assert!(err.to_string().contains("field 2"), "{err}");
         // Field 1 as a varint instead of an embedded message.
         assert!(
             responder()
-                .append_info(false, Bytes::from_static(b"\x08\x01"))
+                .tag_reply(ReplyShape::Unary, Bytes::from_static(b"\x08\x01"))
                 .is_err()
         );
         // Truncated entry.
         assert!(
             responder()
-                .append_info(false, Bytes::from_static(b"\x0a\x05ab"))
+                .tag_reply(ReplyShape::Unary, Bytes::from_static(b"\x0a\x05ab"))
                 .is_err()
         );
     }
@@ -310,7 +303,8 @@ mod tests {
         let r = responder();
         r.set_info(MachineInfo::from_addr("fd00::9"));
         assert_eq!(r.info().addr, "fd00::9");
-        let got = SomeResponse::decode(r.append_info(false, unary(&["a"])).unwrap()).unwrap();
+        let got =
+            SomeResponse::decode(r.tag_reply(ReplyShape::Unary, unary(&["a"])).unwrap()).unwrap();
         let metadata = got.messages[0].metadata.clone().unwrap();
         assert_eq!(metadata.machine_addr, "fd00::9");
         assert_eq!(metadata.machine_id, "");
@@ -353,7 +347,7 @@ mod tests {
 
     #[test]
     fn unary_error_entry_decodes_as_any_reply() {
-        let out = responder().build_error(false, &failing_status());
+        let out = responder().error_entry(ReplyShape::Unary, &failing_status());
         let got = SomeResponse::decode(out.clone()).unwrap();
         assert_eq!(got.messages.len(), 1);
         assert_eq!(got.messages[0].value, "");
@@ -365,7 +359,7 @@ mod tests {
 
     #[test]
     fn streamed_error_entry_is_a_bare_empty() {
-        let out = responder().build_error(true, &failing_status());
+        let out = responder().error_entry(ReplyShape::Streamed, &failing_status());
         let got = SomeReply::decode(out.clone()).unwrap();
         assert_error_metadata(got.metadata, true);
         assert!(pb::Empty::decode(out).unwrap().metadata.is_some());
@@ -374,24 +368,25 @@ mod tests {
     #[test]
     fn error_without_or_with_broken_details() {
         let plain = Status::new(Code::NotFound, "no such container");
-        let got = SomeReply::decode(responder().build_error(true, &plain)).unwrap();
+        let got = SomeReply::decode(responder().error_entry(ReplyShape::Streamed, &plain)).unwrap();
         assert_error_metadata(got.metadata, false);
         let broken = Status::with_details(
             Code::NotFound,
             "no such container",
             Bytes::from_static(b"\xff\xff"),
         );
-        let got = SomeReply::decode(responder().build_error(true, &broken)).unwrap();
+        let got =
+            SomeReply::decode(responder().error_entry(ReplyShape::Streamed, &broken)).unwrap();
         assert_error_metadata(got.metadata, false);
     }
 
     #[test]
     fn error_entries_merge_with_successful_replies() {
         // What the engine does in unary fan-out: concatenate per-machine replies.
-        let ok = One2ManyResponder::new(MachineInfo::from_addr("fd00::1"))
-            .append_info(false, unary(&["up"]))
+        let ok = MachineTag::new(MachineInfo::from_addr("fd00::1"))
+            .tag_reply(ReplyShape::Unary, unary(&["up"]))
             .unwrap();
-        let failed = responder().build_error(false, &failing_status());
+        let failed = responder().error_entry(ReplyShape::Unary, &failing_status());
         let merged = SomeResponse::decode([ok, failed].concat().as_slice()).unwrap();
         assert_eq!(merged.messages.len(), 2);
         assert_eq!(merged.messages[0].value, "up");
@@ -404,10 +399,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..128), streaming in any::<bool>()) {
-            let _ = responder().append_info(streaming, Bytes::from(data.clone()));
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..128), streamed in any::<bool>()) {
+            let shape = if streamed { ReplyShape::Streamed } else { ReplyShape::Unary };
+            let _ = responder().tag_reply(shape, Bytes::from(data.clone()));
             let status = Status::with_details(Code::Internal, "x", Bytes::from(data));
-            let _ = responder().build_error(streaming, &status);
+            let _ = responder().error_entry(shape, &status);
         }
 
         #[test]

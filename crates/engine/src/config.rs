@@ -1,0 +1,130 @@
+//! Tunables of the engine: the proxy, the servers it runs and the channels it
+//! dials, sharing one [`Http2Settings`] type so that the two sides of a hop
+//! are configured with the same words (and compared: the upstream side must
+//! accept at least what the downstream side does).
+
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+
+/// Default limit of one message, each way.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
+
+/// HTTP/2 settings of one side of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// Receive window of each stream.
+    pub stream_window: u32,
+    /// Receive window of the whole connection.
+    pub connection_window: u32,
+    /// Largest frame payload the peer may send.
+    pub max_frame_size: u32,
+    /// Largest header list (request metadata, or response headers and
+    /// trailers) accepted from the peer.
+    pub max_header_list_size: u32,
+    /// Interval of PINGs that detect a dead peer; `None` disables them.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a PING may stay unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
+
+impl Http2Settings {
+    const WINDOWS: Self = Self {
+        stream_window: 2 * 1024 * 1024,
+        connection_window: 8 * 1024 * 1024,
+        max_frame_size: 64 * 1024,
+        max_header_list_size: 1024 * 1024,
+        keepalive_interval: None,
+        keepalive_timeout: Duration::from_secs(10),
+    };
+
+    /// What a server accepts from its callers.
+    pub const SERVER: Self = Self {
+        keepalive_interval: Some(Duration::from_secs(30)),
+        ..Self::WINDOWS
+    };
+
+    /// What a channel accepts from the servers it dials: response metadata
+    /// up to 16 MiB, as grpc-go accepts, so that a backend's large trailers
+    /// end that one call instead of tearing down the shared connection.
+    pub const CHANNEL: Self = Self {
+        max_header_list_size: 16 * 1024 * 1024,
+        keepalive_interval: Some(Duration::from_secs(10)),
+        ..Self::WINDOWS
+    };
+}
+
+/// Tunables of [`TransparentProxy`](crate::TransparentProxy).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Largest message accepted from a client or a backend; larger ones end
+    /// the call (or that backend's part of a fan-out) with `RESOURCE_EXHAUSTED`.
+    pub max_message_size: usize,
+    /// How long before the caller's deadline a unary fan-out stops waiting
+    /// and answers with what has arrived (capped at a tenth of the timeout),
+    /// so the partial answer reaches the caller in time.
+    pub deadline_margin: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            deadline_margin: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Settings of [`server::serve`](crate::server::serve).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// After shutdown is requested, how long running calls may take to finish.
+    pub grace_period: Duration,
+    /// HTTP/2 streams allowed per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 settings towards callers.
+    pub http2: Http2Settings,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(10),
+            max_concurrent_streams: 1024,
+            http2: Http2Settings::SERVER,
+        }
+    }
+}
+
+/// Settings of a [`Channel`](crate::Channel).
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Bound of one dial attempt.
+    pub connect_timeout: Duration,
+    /// Delays between background retries while the target is down.
+    pub backoff: Backoff,
+    /// HTTP/2 settings towards the dialled server.
+    pub http2: Http2Settings,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            backoff: Backoff::REMOTE,
+            http2: Http2Settings::CHANNEL,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_accepts_at_least_what_downstream_does() {
+        let (server, channel) = (Http2Settings::SERVER, Http2Settings::CHANNEL);
+        assert!(channel.max_header_list_size >= server.max_header_list_size);
+        assert_eq!(channel.max_frame_size, server.max_frame_size);
+    }
+}

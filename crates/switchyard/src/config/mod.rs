@@ -1,0 +1,264 @@
+//! Daemon settings, declared once.
+//!
+//! [`Options`] is what a user can set: every field is a flag of
+//! `switchyard serve` and a key of the TOML file, parsed by the same
+//! validating types ([`value`]), so a bad value is refused the same way from
+//! either source and always named. [`Settings`] is what the daemon runs
+//! with: the file's options overlaid by the flags', over the defaults that
+//! `Settings` declares. Settings that a reload (SIGHUP) applies are grouped in
+//! [`LiveSettings`]; a change to any [`StartSettings`] needs a restart, which
+//! a reload reports by name.
+//!
+//! Adding a setting: a field of [`Options`] (its flag, key and help text), and
+//! one of [`StartSettings`] or [`LiveSettings`] (its type and default).
+
+mod value;
+
+use std::num::NonZeroU16;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
+use switchyard_director::{DEFAULT_REMOTE_PORT, MachineAddr, Registry};
+use switchyard_engine::Address;
+use switchyard_engine::config::DEFAULT_MAX_MESSAGE_SIZE;
+
+pub use value::{Count, Listen, MessageSize, MethodName, Secs, SocketMode};
+
+/// Runtime threads unless configured: one thread avoids cross-thread wakeups
+/// and work stealing, which cost more than they give on the small machines
+/// a management proxy shares with its workload (see docs/PERFORMANCE.md).
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+
+/// Most runtime threads: a bound that catches typos such as `1000`.
+pub const MAX_WORKER_THREADS: usize = 256;
+
+/// What a user can set, from flags of `switchyard serve` or keys of the
+/// configuration file; unset options take their [`Settings`] default.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// TOML configuration file: the settings below as keys (flags override
+    /// them), plus the machine registry (`[[machines]]`).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where to listen: `unix:/path`, `[ipv6]:port` or `ipv4:port`;
+    /// repeatable [default: `[::]:<remote-port>`].
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Option<Vec<Listen>>,
+    /// Unix socket of this machine's own gRPC server.
+    #[arg(long, value_name = "PATH")]
+    pub local_socket: Option<PathBuf>,
+    /// Port of the other machines' Switchyards [default: 51000].
+    #[arg(long, value_name = "PORT")]
+    pub remote_port: Option<NonZeroU16>,
+    /// This machine's IPv6 address (calls for it are served locally).
+    #[arg(long, value_name = "IPV6")]
+    pub local_address: Option<MachineAddr>,
+    /// Permissions of Unix listener sockets, octal [default: 0660].
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<SocketMode>,
+    /// Largest gRPC message accepted, in bytes, each way [default: 33554432].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_size: Option<MessageSize>,
+    /// A method whose replies stream (`/pkg.Service/Method`); repeatable.
+    #[arg(long = "streamed-method", value_name = "METHOD")]
+    pub streamed_methods: Option<Vec<MethodName>>,
+    /// Answer `machines` one-to-many even for a single machine.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub always_fan_out: Option<bool>,
+    /// Do not ask the local server's gRPC reflection which methods stream.
+    #[arg(
+        long = "no-detect-streamed-methods",
+        num_args = 0,
+        default_missing_value = "false"
+    )]
+    pub detect_streamed_methods: Option<bool>,
+    /// Bound of one connection attempt to another machine, in seconds [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout_secs: Option<Secs>,
+    /// After SIGTERM, how long running calls may take to finish, in seconds [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_grace_secs: Option<Secs>,
+    /// Threads that run calls [default: 1; one core serves tens of thousands
+    /// of calls per second, and a single thread needs no cross-thread wakeups].
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<Count<MAX_WORKER_THREADS>>,
+    /// The machine registry (file only): `[[machines]]` tables with `id`,
+    /// `name` and `addr`.
+    #[arg(skip)]
+    pub machines: Option<Registry>,
+}
+
+/// What the daemon runs with.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Settings {
+    /// Settings applied when the daemon starts.
+    #[serde(flatten)]
+    pub start: StartSettings,
+    /// Settings a reload (SIGHUP) applies again.
+    #[serde(flatten)]
+    pub live: LiveSettings,
+}
+
+/// Settings applied when the daemon starts; changing one needs a restart.
+#[derive(Debug, Clone, PartialEq, SmartDefault, Deserialize, Serialize)]
+#[serde(default)]
+pub struct StartSettings {
+    /// Listener addresses; `None` means the default (see [`Settings::listeners`]).
+    pub listen: Option<Vec<Listen>>,
+    /// This machine's gRPC server (required).
+    pub local_socket: PathBuf,
+    /// Port of other machines' Switchyards.
+    #[default(NonZeroU16::new(DEFAULT_REMOTE_PORT).expect("not zero"))]
+    pub remote_port: NonZeroU16,
+    /// Unix socket permissions.
+    #[default(SocketMode(0o660))]
+    pub socket_mode: SocketMode,
+    /// Message size limit, each way.
+    #[default(MessageSize(DEFAULT_MAX_MESSAGE_SIZE))]
+    pub max_message_size: MessageSize,
+    /// Methods whose replies stream, in addition to those discovered.
+    pub streamed_methods: Vec<MethodName>,
+    /// `machines` always fans out.
+    pub always_fan_out: bool,
+    /// Learn streamed methods from the local server's gRPC reflection.
+    #[default(true)]
+    pub detect_streamed_methods: bool,
+    /// Connect bound for other machines.
+    #[default(Secs(std::time::Duration::from_secs(10)))]
+    pub connect_timeout_secs: Secs,
+    /// Shutdown grace period.
+    #[default(Secs(std::time::Duration::from_secs(10)))]
+    pub shutdown_grace_secs: Secs,
+    /// Runtime threads.
+    #[default(Count(DEFAULT_WORKER_THREADS))]
+    pub worker_threads: Count<MAX_WORKER_THREADS>,
+}
+
+/// Settings a reload (SIGHUP) applies without dropping running calls.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct LiveSettings {
+    /// This machine's address.
+    pub local_address: Option<MachineAddr>,
+    /// The machine registry, if any.
+    pub machines: Option<Registry>,
+}
+
+impl Settings {
+    /// Reads the file named by `options` (if any) and applies the flags.
+    pub fn load(options: &Options) -> anyhow::Result<Self> {
+        let file = match &options.config {
+            Some(path) => read_file(path)?,
+            None => Options::default(),
+        };
+        Self::merge(options, &file)
+    }
+
+    /// Flags over file over defaults. Both sources were checked in full while
+    /// parsed, so a bad value in the file is reported even where a flag
+    /// overrides it.
+    fn merge(flags: &Options, file: &Options) -> anyhow::Result<Self> {
+        let table = |options: &Options| {
+            toml::Table::try_from(options).context("cannot represent the settings")
+        };
+        let mut merged = table(file)?;
+        merged.extend(table(flags)?);
+        let settings: Self = toml::Value::Table(merged)
+            .try_into()
+            .context("cannot apply the settings")?;
+        if settings.start.local_socket.as_os_str().is_empty() {
+            bail!(
+                "local_socket: not set (--local-socket PATH, or local_socket in the config file)"
+            );
+        }
+        if settings.start.listen.as_ref().is_some_and(Vec::is_empty) {
+            bail!("listen: the list is empty");
+        }
+        Ok(settings)
+    }
+
+    /// The addresses to listen on: those configured, or `[::]:<remote-port>`.
+    pub fn listeners(&self) -> Vec<Address> {
+        match &self.start.listen {
+            Some(listen) => listen.iter().map(|l| l.0.clone()).collect(),
+            None => vec![Address::Tcp(
+                (
+                    std::net::Ipv6Addr::UNSPECIFIED,
+                    self.start.remote_port.get(),
+                )
+                    .into(),
+            )],
+        }
+    }
+
+    /// The settings that differ from `running` but only take effect on a
+    /// restart: every [`StartSettings`] key whose value changed, sorted.
+    pub fn needing_restart(&self, running: &Settings) -> Vec<String> {
+        let keys = |s: &StartSettings| toml::Table::try_from(s).unwrap_or_default();
+        let (new, old) = (keys(&self.start), keys(&running.start));
+        let mut changed: Vec<String> = new
+            .keys()
+            .chain(old.keys())
+            .filter(|key| new.get(*key) != old.get(*key))
+            .cloned()
+            .collect();
+        changed.sort();
+        changed.dedup();
+        changed
+    }
+}
+
+/// Parses the configuration file; errors name the setting, the line and the
+/// column.
+fn read_file(path: &Path) -> anyhow::Result<Options> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse_file(&text).map_err(|e| anyhow!("{e} in config file {}", path.display()))
+}
+
+fn parse_file(text: &str) -> Result<Options, String> {
+    // "line 3, column 15" of a span.
+    let position = |err: &toml::de::Error| {
+        err.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}")
+        })
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|err| {
+        let message = err.message().trim_end();
+        match position(&err) {
+            Some(at) => format!("{message} ({at})"),
+            None => message.to_owned(),
+        }
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        // Named by the top-level key, as the same value given as a flag is.
+        let path = err.path().to_string();
+        let key = path.split(['.', '[']).next().unwrap_or_default();
+        let inner = err.inner();
+        let message = inner.message().trim_end();
+        let mut at: Vec<String> = Vec::new();
+        if path != key {
+            at.push(path.clone());
+        }
+        at.extend(position(inner));
+        let at = if at.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", at.join(", "))
+        };
+        match key {
+            "" | "." => format!("{message}{at}"),
+            key => format!("{key}: {message}{at}"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

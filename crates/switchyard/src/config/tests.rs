@@ -1,0 +1,205 @@
+//! Every setting is read from flags and file alike, checked once, and named
+//! when it is wrong.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::*;
+
+fn args() -> Options {
+    Options {
+        local_socket: Some("/run/api.sock".into()),
+        ..Default::default()
+    }
+}
+
+/// Parses `flags` as `switchyard serve` does.
+fn flags(flags: &[&str]) -> Result<Options, clap::Error> {
+    #[derive(Debug, clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        options: Options,
+    }
+    Serve::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).map(|s| s.options)
+}
+
+fn file(text: &str) -> Options {
+    parse_file(text).unwrap()
+}
+
+/// The error of a file `text` with flags `args`: from the parser, or from
+/// the merge.
+fn error(args: &Options, text: &str) -> String {
+    match parse_file(text) {
+        Err(err) => err,
+        Ok(file) => Settings::merge(args, &file).unwrap_err().to_string(),
+    }
+}
+
+fn listen(text: &str) -> Listen {
+    text.parse().unwrap()
+}
+
+#[test]
+fn defaults() {
+    let s = Settings::merge(&args(), &Options::default()).unwrap();
+    assert_eq!(s.start.remote_port.get(), 51000);
+    assert_eq!(s.listeners(), [Address::Tcp("[::]:51000".parse().unwrap())]);
+    assert_eq!(s.start.socket_mode, SocketMode(0o660));
+    assert_eq!(s.start.max_message_size, MessageSize(32 * 1024 * 1024));
+    assert_eq!(
+        Duration::from(s.start.connect_timeout_secs),
+        Duration::from_secs(10)
+    );
+    assert!(s.live.machines.is_none() && !s.start.always_fan_out);
+    assert!(s.start.detect_streamed_methods);
+    assert_eq!(s.start.worker_threads.0, 1);
+}
+
+#[test]
+fn flags_override_the_file() {
+    let text = r#"
+        listen = ["unix:/run/a.sock"]
+        remote_port = 52000
+        local_address = "fd00::1"
+        local_socket = "/from/file.sock"
+        streamed_methods = ["/a.B/Watch"]
+        [[machines]]
+        id = "m1"
+        name = "alpha"
+        addr = "fd00::1"
+    "#;
+    let s = Settings::merge(&Options::default(), &file(text)).unwrap();
+    assert_eq!(s.start.local_socket, PathBuf::from("/from/file.sock"));
+    assert_eq!(s.listeners(), [Address::Unix("/run/a.sock".into())]);
+    assert_eq!(s.start.remote_port.get(), 52000);
+    assert_eq!(s.start.streamed_methods, ["/a.B/Watch".parse().unwrap()]);
+    assert_eq!(s.live.machines.unwrap().machines().len(), 1);
+    let a = flags(&[
+        "--remote-port",
+        "53000",
+        "--listen",
+        "[::1]:7000",
+        "--local-socket",
+        "/from/flag.sock",
+    ])
+    .unwrap();
+    let s = Settings::merge(&a, &file(text)).unwrap();
+    assert_eq!(
+        (s.start.remote_port.get(), s.start.local_socket),
+        (53000, PathBuf::from("/from/flag.sock"))
+    );
+    assert_eq!(s.start.listen, Some(vec![listen("[::1]:7000")]));
+}
+
+#[test]
+fn boolean_flags_are_switches_over_the_file() {
+    let text = "local_socket = \"/x\"\nalways_fan_out = false\ndetect_streamed_methods = true\n";
+    let s = Settings::merge(&Options::default(), &file(text)).unwrap();
+    assert!(!s.start.always_fan_out && s.start.detect_streamed_methods);
+    let a = flags(&["--always-fan-out", "--no-detect-streamed-methods"]).unwrap();
+    assert_eq!(
+        (a.always_fan_out, a.detect_streamed_methods),
+        (Some(true), Some(false))
+    );
+    let s = Settings::merge(&a, &file(text)).unwrap();
+    assert!(s.start.always_fan_out && !s.start.detect_streamed_methods);
+    let a = flags(&[]).unwrap();
+    assert_eq!((a.always_fan_out, a.detect_streamed_methods), (None, None));
+}
+
+#[test]
+fn every_bad_value_names_its_setting() {
+    let a = args();
+    assert!(error(&Options::default(), "").starts_with("local_socket:"));
+    assert!(error(&a, r#"listen = ["nowhere"]"#).starts_with("listen:"));
+    assert!(error(&a, "listen = []").starts_with("listen:"));
+    assert!(error(&a, "remote_port = 0").starts_with("remote_port:"));
+    assert!(error(&a, r#"local_address = "10.0.0.1""#).starts_with("local_address:"));
+    assert!(error(&a, r#"socket_mode = "999""#).starts_with("socket_mode:"));
+    assert!(error(&a, "max_message_size = 0").starts_with("max_message_size:"));
+    assert!(error(&a, r#"streamed_methods = ["Watch"]"#).starts_with("streamed_methods:"));
+    assert!(error(&a, "connect_timeout_secs = 0").starts_with("connect_timeout_secs:"));
+    assert!(error(&a, "shutdown_grace_secs = 0").starts_with("shutdown_grace_secs:"));
+    assert!(error(&a, "worker_threads = 0").starts_with("worker_threads:"));
+    assert!(error(&a, "worker_threads = 1000").starts_with("worker_threads:"));
+    let dup = r#"
+        [[machines]]
+        id = "m1"
+        name = "a"
+        addr = "fd00::1"
+        [[machines]]
+        id = "m1"
+        name = "b"
+        addr = "fd00::2"
+    "#;
+    assert!(error(&a, dup).starts_with("machines:"));
+    assert!(
+        parse_file("unknown_key = 1")
+            .unwrap_err()
+            .contains("unknown_key")
+    );
+    // A bad file value is reported even where a flag overrides it.
+    let overriding = Options {
+        listen: Some(vec![listen("[::1]:7000")]),
+        ..args()
+    };
+    assert!(error(&overriding, r#"listen = ["localhost:80"]"#).starts_with("listen:"));
+}
+
+#[test]
+fn file_errors_keep_line_and_column() {
+    let err = parse_file("local_socket = \"/x\"\n\nremote_port = 0\n").unwrap_err();
+    assert!(err.starts_with("remote_port:"), "{err}");
+    assert!(err.contains("line 3, column 15"), "{err}");
+    let err =
+        parse_file("[[machines]]\nid = \"a\"\nname = \"b\"\naddr = \"10.0.0.1\"\n").unwrap_err();
+    assert!(err.starts_with("machines"), "{err}");
+    assert!(
+        err.contains("\"10.0.0.1\"") && err.contains("line 4"),
+        "{err}"
+    );
+    let err = parse_file("remote_port = ").unwrap_err();
+    assert!(err.contains("line 1"), "{err}");
+}
+
+#[test]
+fn flags_are_checked_by_the_same_types() {
+    for (flag, value) in [
+        ("--local-address", "10.0.0.1"),
+        ("--socket-mode", "999"),
+        ("--remote-port", "0"),
+        ("--connect-timeout-secs", "0"),
+        ("--max-message-size", "0"),
+        ("--streamed-method", "Watch"),
+        ("--worker-threads", "0"),
+        ("--listen", "nowhere"),
+    ] {
+        let err = flags(&[flag, value]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::ValueValidation,
+            "{flag}"
+        );
+    }
+}
+
+#[test]
+fn reload_names_what_needs_a_restart() {
+    let running = Settings::merge(&args(), &Options::default()).unwrap();
+    let same = Settings::merge(&args(), &file(r#"local_address = "fd00::1""#)).unwrap();
+    assert!(same.needing_restart(&running).is_empty());
+    let changed = Settings::merge(
+        &args(),
+        &file(
+            r#"listen = ["[::1]:1"]
+        streamed_methods = ["/a.B/C"]"#,
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        changed.needing_restart(&running),
+        ["listen", "streamed_methods"]
+    );
+}
