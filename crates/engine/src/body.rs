@@ -1,5 +1,6 @@
-//! [`ResponseBody`]: the one body type every proxied response uses, so the
-//! service has a single concrete response type without boxing.
+//! [`ResponseBody`]: the one body type of every proxied response, so the
+//! service has a single concrete response type without boxing; and the
+//! responses the engine writes itself (gRPC errors, HTTP errors).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -7,11 +8,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
+use tonic::Status;
 
-use crate::one_to_many::StreamedBody;
-use crate::one_to_one::PassthroughBody;
+use crate::fan_out::StreamedBody;
+use crate::passthrough::PassthroughBody;
+use crate::status::{self, GRPC_CONTENT_TYPE};
 
 /// Body of every response of [`TransparentProxy`](crate::TransparentProxy).
 ///
@@ -38,14 +41,6 @@ enum Kind {
 }
 
 impl ResponseBody {
-    pub(crate) fn empty() -> Self {
-        Self { kind: Kind::Empty }
-    }
-
-    pub(crate) fn text(text: &'static str) -> Self {
-        Self::chunks(VecDeque::from([Bytes::from_static(text.as_bytes())]), None)
-    }
-
     pub(crate) fn chunks(chunks: VecDeque<Bytes>, trailers: impl Into<Option<HeaderMap>>) -> Self {
         Self {
             kind: Kind::Chunks {
@@ -61,11 +56,41 @@ impl ResponseBody {
         }
     }
 
-    pub(crate) fn streamed(body: StreamedBody) -> Self {
+    pub(crate) fn streamed(body: Box<StreamedBody>) -> Self {
         Self {
-            kind: Kind::Streamed(Box::new(body)),
+            kind: Kind::Streamed(body),
         }
     }
+}
+
+/// A Trailers-Only response (headers with `grpc-status`, no body).
+pub fn error_response(status: &Status) -> Response<ResponseBody> {
+    error_with_headers(status, HeaderMap::new())
+}
+
+/// A Trailers-Only response that also carries `headers` (e.g. response
+/// metadata a backend sent before failing).
+pub(crate) fn error_with_headers(
+    status: &Status,
+    mut headers: HeaderMap,
+) -> Response<ResponseBody> {
+    headers.extend(status::trailers(status));
+    headers.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    let mut res = Response::new(ResponseBody { kind: Kind::Empty });
+    *res.headers_mut() = headers;
+    res
+}
+
+/// An HTTP-level error for requests that are not gRPC at all.
+pub(crate) fn http_error(code: StatusCode, message: &'static str) -> Response<ResponseBody> {
+    let body = VecDeque::from([Bytes::from_static(message.as_bytes())]);
+    let mut res = Response::new(ResponseBody::chunks(body, None));
+    *res.status_mut() = code;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
 }
 
 impl Body for ResponseBody {

@@ -1,30 +1,44 @@
 //! Upstream HTTP/2 connections: one per target, shared by every call, dialled
-//! lazily, re-dialled when it breaks.
+//! when a call wants it.
 //!
-//! A failed dial marks the target *down*: calls fail fast with the last error
-//! while a background task retries with [`Backoff`], so a dead machine costs
-//! callers nothing but an immediate `UNAVAILABLE` instead of a connect timeout
-//! each. Running calls hold their own handle to the connection, so
-//! [`Channel::close`] (or dropping the channel) lets them finish.
+//! Connecting is bounded as a whole: TCP (or Unix) connect, TLS when
+//! configured, and the HTTP/2 handshake up to the peer's SETTINGS frame —
+//! hyper's own handshake returns as soon as the preface is written, which
+//! would let a peer that accepts TCP but never speaks HTTP/2 (a hung or
+//! stopped machine) hold every call. A failed attempt, or a connection that
+//! dies (keepalive PINGs unanswered, I/O error), marks the target *down until*
+//! a backoff delay has passed: calls fail at once meanwhile, and the next
+//! call after it dials again. Nothing is dialled for a target nobody calls,
+//! and a connection nobody used for `idle_timeout` is closed. Going down and
+//! coming back are logged once each.
+//!
+//! Running calls hold their own handle to the connection, so
+//! [`Channel::close`], an idle close or dropping the channel lets them finish.
 
 use std::io;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use http::HeaderMap;
 use http::uri::{Authority, Scheme};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::address::Address;
 use crate::config::ChannelConfig;
+use crate::handshake::{Handshake, Progress};
+use crate::tls::{self, ALPN_H2, PeerName};
 use crate::upstream::{SendRequest, Upstream};
 
-/// Why no connection could be had.
+/// Why no connection could be had. Displays the detail for logs; callers of
+/// a proxy get a uniform message from their backend instead.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
-    /// The dial (TCP or Unix connect plus HTTP/2 preface) took too long.
+    /// Connecting, up to the peer's SETTINGS, took longer than the bound.
     #[error("connecting to {target} timed out after {timeout:?}")]
     Timeout {
         /// The target.
@@ -40,13 +54,32 @@ pub enum ConnectError {
         /// The OS error.
         source: Arc<io::Error>,
     },
+    /// The TLS handshake failed (untrusted or wrong certificate, refused).
+    #[error("TLS handshake with {target} failed: {message}")]
+    Tls {
+        /// The target.
+        target: String,
+        /// Why, e.g. the certificate names another machine.
+        message: String,
+    },
     /// The HTTP/2 handshake failed.
-    #[error("HTTP/2 handshake with {target} failed: {source}")]
+    #[error("HTTP/2 handshake with {target} failed: {message}")]
     Handshake {
         /// The target.
         target: String,
-        /// hyper's error.
-        source: Arc<hyper::Error>,
+        /// Why.
+        message: String,
+    },
+    /// The target is known to be down; the next attempt waits until the
+    /// backoff delay has passed.
+    #[error("{target} is down ({cause}); next attempt in {retry_in:?}")]
+    Down {
+        /// The target.
+        target: String,
+        /// Why the last attempt failed.
+        cause: Arc<ConnectError>,
+        /// Time until a call may dial again.
+        retry_in: Duration,
     },
     /// [`Channel::close`] was called.
     #[error("connection to {target} was closed")]
@@ -56,7 +89,7 @@ pub enum ConnectError {
     },
 }
 
-/// A lazily connected, shared, self-healing HTTP/2 connection to one target.
+/// A lazily connected, shared HTTP/2 connection to one target.
 #[derive(Debug, Clone)]
 pub struct Channel {
     inner: Arc<Inner>,
@@ -65,6 +98,8 @@ pub struct Channel {
 #[derive(Debug)]
 struct Inner {
     target: Address,
+    /// The name a TLS certificate of the target must bear.
+    peer: Option<PeerName>,
     /// Computed once: every call's URI needs it.
     authority: Authority,
     config: ChannelConfig,
@@ -75,22 +110,50 @@ type Outcome = Option<Result<SendRequest, ConnectError>>;
 
 #[derive(Debug)]
 enum State {
-    Idle,
+    /// No connection; `failures` in a row so far (for the backoff).
+    Idle {
+        failures: u32,
+    },
+    /// A dial is running; calls wait for its outcome.
     Connecting(watch::Receiver<Outcome>),
-    Ready(SendRequest),
-    Down(ConnectError),
+    /// Connected; `generation` tells this connection from a later one.
+    Ready {
+        conn: SendRequest,
+        generation: u64,
+        last_used: Instant,
+    },
+    /// Down until `until`: calls fail at once, the first one after dials.
+    Down {
+        until: Instant,
+        cause: Arc<ConnectError>,
+        failures: u32,
+    },
     Closed,
 }
 
 impl Channel {
-    /// A channel to `target`; nothing is dialled until the first call.
+    /// A channel to `target`; nothing is dialled until the first call. With
+    /// TLS configured, the target's certificate must name its IP.
     pub fn new(target: Address, config: ChannelConfig) -> Self {
+        Self::named(target, None, config)
+    }
+
+    /// A channel to `target` whose TLS certificate may name it by its IP or
+    /// by `name` (a DNS SAN, e.g. its registry name).
+    pub fn named(target: Address, name: Option<&str>, config: ChannelConfig) -> Self {
+        let peer = match &target {
+            Address::Tcp(addr) => PeerName::new(addr.ip(), name)
+                .or_else(|_| PeerName::new(addr.ip(), None))
+                .ok(),
+            Address::Unix(_) => None,
+        };
         Self {
             inner: Arc::new(Inner {
                 authority: target.authority(),
                 target,
+                peer,
                 config,
-                state: Mutex::new(State::Idle),
+                state: Mutex::new(State::Idle { failures: 0 }),
             }),
         }
     }
@@ -104,23 +167,42 @@ impl Channel {
     /// known to be down.
     pub async fn connection(&self) -> Result<SendRequest, ConnectError> {
         let mut rx = {
-            let mut state = self.inner.state.lock().expect("channel state poisoned");
-            match &*state {
-                State::Ready(conn) if !conn.is_closed() => return Ok(conn.clone()),
-                State::Down(err) => return Err(err.clone()),
-                State::Closed => return Err(self.closed()),
-                State::Connecting(rx) => rx.clone(),
-                State::Idle | State::Ready(_) => {
-                    let (tx, rx) = watch::channel(None);
-                    *state = State::Connecting(rx.clone());
-                    tokio::spawn(dial_loop(Arc::downgrade(&self.inner), tx));
-                    rx
+            let mut state = self.inner.state();
+            let now = Instant::now();
+            match &mut *state {
+                State::Ready {
+                    conn, last_used, ..
+                } if !conn.is_closed() => {
+                    *last_used = now;
+                    return Ok(conn.clone());
                 }
+                State::Down {
+                    until,
+                    cause,
+                    failures,
+                } => {
+                    if now < *until {
+                        return Err(ConnectError::Down {
+                            target: self.inner.target.to_string(),
+                            cause: cause.clone(),
+                            retry_in: *until - now,
+                        });
+                    }
+                    let failures = *failures;
+                    self.inner.dial(&mut state, failures)
+                }
+                State::Closed => return Err(self.inner.closed()),
+                State::Connecting(rx) => rx.clone(),
+                State::Idle { failures } => {
+                    let failures = *failures;
+                    self.inner.dial(&mut state, failures)
+                }
+                State::Ready { .. } => self.inner.dial(&mut state, 0),
             }
         };
         match rx.wait_for(Option::is_some).await {
             Ok(outcome) => outcome.clone().expect("waited for Some"),
-            Err(_) => Err(self.closed()),
+            Err(_) => Err(self.inner.closed()),
         }
     }
 
@@ -128,7 +210,11 @@ impl Channel {
     pub async fn upstream(&self, headers: HeaderMap) -> Result<Upstream, ConnectError> {
         Ok(Upstream {
             connection: self.connection().await?,
-            scheme: Scheme::HTTP,
+            scheme: if self.inner.config.tls.is_some() && self.inner.peer.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
             authority: self.inner.authority.clone(),
             headers,
         })
@@ -136,102 +222,210 @@ impl Channel {
 
     /// Whether the target is currently known to be down.
     pub fn is_down(&self) -> bool {
-        matches!(
-            *self.inner.state.lock().expect("channel state poisoned"),
-            State::Down(_)
-        )
+        matches!(&*self.inner.state(), State::Down { until, .. } if Instant::now() < *until)
     }
 
-    /// Forgets the connection and stops retrying. Calls already running keep
-    /// their handle and finish; new calls fail.
+    /// Whether a connection is established and open.
+    pub fn is_connected(&self) -> bool {
+        matches!(&*self.inner.state(), State::Ready { conn, .. } if !conn.is_closed())
+    }
+
+    /// Forgets the connection and refuses new calls. Calls already running
+    /// keep their handle and finish.
     pub fn close(&self) {
-        *self.inner.state.lock().expect("channel state poisoned") = State::Closed;
+        *self.inner.state() = State::Closed;
+    }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn closed(&self) -> ConnectError {
         ConnectError::Closed {
-            target: self.inner.target.to_string(),
+            target: self.target.to_string(),
+        }
+    }
+
+    /// Starts a dial in its own task, so that it completes (and is shared)
+    /// even when the call that started it gives up.
+    fn dial(self: &Arc<Self>, state: &mut State, failures: u32) -> watch::Receiver<Outcome> {
+        let (tx, rx) = watch::channel(None);
+        *state = State::Connecting(rx.clone());
+        tokio::spawn(dial_task(Arc::downgrade(self), failures, tx));
+        rx
+    }
+
+    /// Marks the target down after its `failures`-th failure in a row.
+    fn mark_down(&self, state: &mut State, cause: ConnectError, failures: u32) {
+        let delay = self
+            .config
+            .backoff
+            .delay(failures.saturating_sub(1), rand::random::<f64>());
+        if failures == 1 {
+            tracing::warn!(target = %self.target, error = %cause, retry_in = ?delay, "target down; calls fail at once until the next attempt");
+        } else {
+            tracing::debug!(target = %self.target, error = %cause, failures, retry_in = ?delay, "target still down");
+        }
+        *state = State::Down {
+            until: Instant::now() + delay,
+            cause: Arc::new(cause),
+            failures,
+        };
+    }
+}
+
+async fn dial_task(inner: Weak<Inner>, failures: u32, tx: watch::Sender<Outcome>) {
+    let Some(strong) = inner.upgrade() else {
+        return;
+    };
+    let result = dial(&strong).await;
+    let mut state = strong.state();
+    if !matches!(*state, State::Connecting(_)) {
+        // Closed meanwhile: the connection (if any) is dropped.
+        tx.send_replace(Some(Err(strong.closed())));
+        return;
+    }
+    match result {
+        Ok((conn, driver)) => {
+            if failures > 0 {
+                tracing::info!(target = %strong.target, "target reachable again");
+            } else {
+                tracing::debug!(target = %strong.target, "connected");
+            }
+            static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+            let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+            *state = State::Ready {
+                conn: conn.clone(),
+                generation,
+                last_used: Instant::now(),
+            };
+            tokio::spawn(drive(inner, generation, driver));
+            tx.send_replace(Some(Ok(conn)));
+        }
+        Err(err) => {
+            strong.mark_down(&mut state, err.clone(), failures + 1);
+            tx.send_replace(Some(Err(err)));
         }
     }
 }
 
-/// Dials until it succeeds, the channel is closed or dropped.
-async fn dial_loop(inner: Weak<Inner>, tx: watch::Sender<Outcome>) {
-    let mut attempt = 0;
-    loop {
-        let Some((target, config)) = inner
-            .upgrade()
-            .map(|i| (i.target.clone(), i.config.clone()))
-        else {
-            return;
-        };
-        let result = dial(&target, &config).await;
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        {
-            let mut state = strong.state.lock().expect("channel state poisoned");
-            if matches!(*state, State::Closed) {
-                return;
-            }
-            match result {
-                Ok(conn) => {
-                    tracing::debug!(%target, "connected");
-                    *state = State::Ready(conn.clone());
-                    tx.send_replace(Some(Ok(conn)));
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!(%target, error = %err, attempt, "connect failed; target marked down");
-                    *state = State::Down(err.clone());
-                    tx.send_replace(Some(Err(err)));
+/// The future that runs an established connection.
+type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), hyper::Error>> + Send>>;
+
+/// Runs the connection; closes it when idle, and marks the target down when
+/// it dies (unanswered PINGs, I/O errors) or idle when it ends cleanly.
+async fn drive(inner: Weak<Inner>, generation: u64, mut conn: Driver) {
+    let idle = inner
+        .upgrade()
+        .map_or(Duration::from_secs(60), |i| i.config.idle_timeout);
+    let result = loop {
+        tokio::select! {
+            result = &mut conn => break result,
+            () = tokio::time::sleep(idle) => {
+                let Some(strong) = inner.upgrade() else { continue };
+                let mut state = strong.state();
+                if let State::Ready { generation: g, last_used, .. } = &*state
+                    && *g == generation
+                    && last_used.elapsed() >= idle
+                {
+                    // Running calls keep their handles; the connection closes
+                    // once they end.
+                    tracing::debug!(target = %strong.target, "closing idle connection");
+                    *state = State::Idle { failures: 0 };
                 }
             }
         }
-        drop(strong);
-        let delay = config.backoff.delay(attempt, rand::random::<f64>());
-        attempt = attempt.saturating_add(1);
-        tokio::time::sleep(delay).await;
+    };
+    let Some(strong) = inner.upgrade() else {
+        return;
+    };
+    let mut state = strong.state();
+    if !matches!(&*state, State::Ready { generation: g, .. } if *g == generation) {
+        return;
+    }
+    match result {
+        Ok(()) => *state = State::Idle { failures: 0 },
+        Err(err) => {
+            let cause = ConnectError::Handshake {
+                target: strong.target.to_string(),
+                message: format!("connection lost: {err}"),
+            };
+            strong.mark_down(&mut state, cause, 1);
+        }
     }
 }
 
-async fn dial(target: &Address, config: &ChannelConfig) -> Result<SendRequest, ConnectError> {
-    let name = || target.to_string();
+/// Connects, bounded as a whole by the connect timeout.
+async fn dial(inner: &Inner) -> Result<(SendRequest, Driver), ConnectError> {
+    let target = &inner.target;
+    let config = &inner.config;
+    let deadline = Instant::now() + config.connect_timeout;
+    let timeout = || ConnectError::Timeout {
+        target: target.to_string(),
+        timeout: config.connect_timeout,
+    };
     let io_err = |e: io::Error| ConnectError::Io {
-        target: name(),
+        target: target.to_string(),
         source: Arc::new(e),
     };
-    let attempt = async {
-        let handshake = match target {
+    let connect = async {
+        match target {
             Address::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await.map_err(io_err)?;
                 let _ = stream.set_nodelay(true);
-                handshake(stream, config).await
+                match (&config.tls, &inner.peer) {
+                    (Some(store), Some(peer)) => {
+                        let client = store.client();
+                        let stream = client
+                            .connector_for(peer)
+                            .connect(tls::ClientTls::server_name(peer), stream)
+                            .await
+                            .map_err(|e| ConnectError::Tls {
+                                target: target.to_string(),
+                                message: match tls::name_mismatch(&e) {
+                                    Some(mismatch) => mismatch.to_string(),
+                                    None => e.to_string(),
+                                },
+                            })?;
+                        if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+                            return Err(ConnectError::Tls {
+                                target: target.to_string(),
+                                message: "the server did not negotiate ALPN h2".into(),
+                            });
+                        }
+                        handshake(stream, config, target, deadline).await
+                    }
+                    _ => handshake(stream, config, target, deadline).await,
+                }
             }
             Address::Unix(path) => {
                 let stream = UnixStream::connect(path).await.map_err(io_err)?;
-                handshake(stream, config).await
+                handshake(stream, config, target, deadline).await
             }
-        };
-        handshake.map_err(|e| ConnectError::Handshake {
-            target: name(),
-            source: Arc::new(e),
-        })
+        }
     };
-    tokio::time::timeout(config.connect_timeout, attempt)
+    tokio::time::timeout_at(deadline, connect)
         .await
-        .unwrap_or_else(|_| {
-            Err(ConnectError::Timeout {
-                target: name(),
-                timeout: config.connect_timeout,
-            })
-        })
+        .unwrap_or_else(|_| Err(timeout()))
 }
 
-async fn handshake<S>(stream: S, config: &ChannelConfig) -> Result<SendRequest, hyper::Error>
+/// The HTTP/2 handshake, complete once the peer's SETTINGS have arrived.
+async fn handshake<S>(
+    stream: S,
+    config: &ChannelConfig,
+    target: &Address,
+    deadline: Instant,
+) -> Result<(SendRequest, Driver), ConnectError>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let failed = |message: String| ConnectError::Handshake {
+        target: target.to_string(),
+        message,
+    };
+    let (stream, settings) = Handshake::new(stream, Progress::CLIENT, deadline);
     let http2 = &config.http2;
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -243,11 +437,86 @@ where
         .keep_alive_interval(http2.keepalive_interval)
         .keep_alive_timeout(http2.keepalive_timeout)
         .keep_alive_while_idle(false);
-    let (send, conn) = builder.handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(err) = conn.await {
-            tracing::debug!(error = %err, "upstream connection ended");
+    let (send, conn) = builder
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    // The connection must run for the peer's SETTINGS to be read.
+    let mut conn: Driver = Box::pin(conn);
+    tokio::select! {
+        progress = settings => match progress {
+            Ok(Progress::Done) => Ok((send, conn)),
+            Ok(_) => Err(failed("the peer does not speak HTTP/2".into())),
+            Err(_) => Err(failed("no SETTINGS from the peer".into())),
+        },
+        result = &mut conn => Err(failed(match result {
+            Ok(()) => "the peer closed the connection".into(),
+            Err(err) => err.to_string(),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backoff::Backoff;
+
+    fn config(connect_timeout: Duration) -> ChannelConfig {
+        ChannelConfig {
+            connect_timeout,
+            backoff: Backoff {
+                initial: Duration::from_secs(5),
+                max: Duration::from_secs(5),
+                multiplier: 1.0,
+                jitter: 0.0,
+            },
+            ..ChannelConfig::default()
         }
-    });
-    Ok(send)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_speaks_http2_is_down_after_one_bounded_wait() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts TCP (the kernel does), never answers.
+        let _held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let channel = Channel::new(Address::Tcp(addr), config(Duration::from_secs(2)));
+        let started = Instant::now();
+        let err = channel.connection().await.unwrap_err();
+        assert!(matches!(err, ConnectError::Timeout { .. }), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // Down: the next calls fail at once, without dialling.
+        assert!(channel.is_down());
+        let started = Instant::now();
+        for _ in 0..10 {
+            let err = channel.connection().await.unwrap_err();
+            assert!(matches!(err, ConnectError::Down { .. }), "{err}");
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // After the backoff, the next call dials again.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!channel.is_down());
+        let err = channel.connection().await.unwrap_err();
+        assert!(matches!(err, ConnectError::Timeout { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn nothing_is_dialled_for_a_target_nobody_calls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let channel = Channel::new(Address::Tcp(addr), config(Duration::from_secs(2)));
+        let err = channel.connection().await.unwrap_err();
+        assert!(matches!(err, ConnectError::Io { .. }), "{err}");
+        // A listener appears; while down, nobody dials it in the background.
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(accepted.is_err(), "a background redial happened");
+        assert!(channel.is_down());
+    }
 }

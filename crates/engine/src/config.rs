@@ -3,9 +3,11 @@
 //! are configured with the same words (and compared: the upstream side must
 //! accept at least what the downstream side does).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::tls::TlsStore;
 
 /// Default limit of one message, each way.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
@@ -64,6 +66,10 @@ pub struct ProxyConfig {
     /// and answers with what has arrived (capped at a tenth of the timeout),
     /// so the partial answer reaches the caller in time.
     pub deadline_margin: Duration,
+    /// How long a fan-out backend may leave the request unread (its queue
+    /// full) before it is dropped from the call with an error entry, so the
+    /// others keep going.
+    pub request_stall_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -71,6 +77,7 @@ impl Default for ProxyConfig {
         Self {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             deadline_margin: Duration::from_millis(50),
+            request_stall_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -82,8 +89,16 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// HTTP/2 streams allowed per connection.
     pub max_concurrent_streams: u32,
+    /// Connections open at once per listener; at the cap a new one evicts
+    /// the oldest connection still in its handshake, or is refused.
+    pub max_connections: usize,
+    /// Bound of a connection's handshake: TLS, then the HTTP/2 preface and
+    /// the client's SETTINGS.
+    pub handshake_timeout: Duration,
     /// HTTP/2 settings towards callers.
     pub http2: Http2Settings,
+    /// Mutual TLS on TCP listeners; Unix listeners stay plaintext.
+    pub tls: Option<Arc<TlsStore>>,
 }
 
 impl Default for ServerConfig {
@@ -91,7 +106,10 @@ impl Default for ServerConfig {
         Self {
             grace_period: Duration::from_secs(10),
             max_concurrent_streams: 1024,
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
             http2: Http2Settings::SERVER,
+            tls: None,
         }
     }
 }
@@ -99,12 +117,16 @@ impl Default for ServerConfig {
 /// Settings of a [`Channel`](crate::Channel).
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
-    /// Bound of one dial attempt.
+    /// Bound of one connection attempt, up to the peer's HTTP/2 SETTINGS.
     pub connect_timeout: Duration,
-    /// Delays between background retries while the target is down.
+    /// How long a target stays down after failed attempts in a row.
     pub backoff: Backoff,
+    /// A connection no call used for this long is closed.
+    pub idle_timeout: Duration,
     /// HTTP/2 settings towards the dialled server.
     pub http2: Http2Settings,
+    /// Mutual TLS towards TCP targets.
+    pub tls: Option<Arc<TlsStore>>,
 }
 
 impl Default for ChannelConfig {
@@ -112,7 +134,9 @@ impl Default for ChannelConfig {
         Self {
             connect_timeout: Duration::from_secs(10),
             backoff: Backoff::REMOTE,
+            idle_timeout: Duration::from_secs(300),
             http2: Http2Settings::CHANNEL,
+            tls: None,
         }
     }
 }

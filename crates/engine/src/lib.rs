@@ -27,13 +27,14 @@
 //!
 //! # Modules
 //!
-//! - [`proxy`]: the service; it hands each call to `one_to_one` or
-//!   `one_to_many`, which build requests with `upstream` and answer with a
-//!   [`ResponseBody`];
+//! - [`proxy`]: the service; it hands each call to `one_to_one` (bodies in
+//!   `passthrough`) or `fan_out`, which build requests with [`upstream`];
+//!   [`ResponseBody`] is the one body type of every answer;
 //! - [`director`] and [`backend`]: what an application plugs in;
-//! - [`channel`] and [`address`]: upstream connections; [`server`]: serving;
+//! - [`channel`] and [`address`]: upstream connections; [`server`]: serving,
+//!   with a bounded handshake (`handshake`) and [`tls`]; [`peer`]: who calls;
 //! - [`config`]: every tunable; [`codec`]: pure wire functions;
-//!   [`status`]: errors as gRPC statuses.
+//!   [`status`]: errors as gRPC statuses; [`log_limit`]: rate-limited logs.
 
 pub mod address;
 pub mod backend;
@@ -43,20 +44,26 @@ pub mod channel;
 pub mod codec;
 pub mod config;
 pub mod director;
-mod one_to_many;
+mod fan_out;
+mod handshake;
+pub mod log_limit;
 mod one_to_one;
+mod passthrough;
+pub mod peer;
 pub mod proxy;
 pub mod server;
 pub mod status;
+pub mod tls;
 pub mod upstream;
 
 pub use address::Address;
 pub use backend::{Backend, ChannelBackend, ReplyShape};
 pub use backoff::Backoff;
-pub use body::ResponseBody;
+pub use body::{ResponseBody, error_response};
 pub use channel::{Channel, ConnectError};
 pub use config::{ChannelConfig, Http2Settings, ProxyConfig, ServerConfig};
 pub use director::{Director, Mode, Route, StaticDirector};
+pub use peer::{Peer, PeerAddr};
 pub use proxy::TransparentProxy;
 pub use upstream::Upstream;
 

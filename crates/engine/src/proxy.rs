@@ -15,10 +15,12 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::body::ResponseBody;
+use crate::body::{error_response, error_with_headers, http_error};
 use crate::codec::timeout;
 use crate::config::ProxyConfig;
 use crate::director::{Director, Mode, Route};
-use crate::{BoxError, one_to_many, one_to_one, status};
+use crate::fan_out::{self, Answer};
+use crate::{BoxError, one_to_one};
 
 /// A gRPC proxy for any method, as a `tower::Service`.
 ///
@@ -75,7 +77,7 @@ impl TransparentProxy {
         }
         let deadline = match deadline(&parts.headers) {
             Ok(deadline) => deadline,
-            Err(status) => return status::response(&status),
+            Err(status) => return error_response(&status),
         };
         let config = &self.shared.config;
         let route = self.shared.director.route(&mut parts);
@@ -92,21 +94,40 @@ impl TransparentProxy {
             Ok(route) => route,
             Err(status) => {
                 tracing::debug!(method, code = ?status.code(), message = status.message(), "director refused the call");
-                return status::response(&status);
+                return error_response(&status);
             }
         };
         tracing::debug!(method, ?mode, backends = ?backends.iter().map(ToString::to_string).collect::<Vec<_>>(), "proxying call");
         match (mode, backends.len()) {
-            (_, 0) => status::response(&Status::unavailable(format!("no backend for {method}"))),
+            (_, 0) => error_response(&Status::unavailable(format!("no backend for {method}"))),
             (Mode::OneToOne, 1) => {
                 let backend = backends.into_iter().next().expect("one backend");
-                one_to_one::forward(config, backend, parts, body, deadline).await
+                match one_to_one::forward(config, backend, parts, body, deadline).await {
+                    Ok(response) => response.map(ResponseBody::passthrough),
+                    Err(status) => error_response(&status),
+                }
             }
-            (Mode::OneToOne, n) => status::response(&Status::internal(format!(
+            (Mode::OneToOne, n) => error_response(&Status::internal(format!(
                 "director chose {n} backends for a one-to-one call to {method}"
             ))),
             (Mode::OneToMany(shape), _) => {
-                one_to_many::forward(config, backends, parts, body, deadline, shape).await
+                match fan_out::forward(config, backends, parts, body, deadline, shape).await {
+                    Answer::Merged {
+                        headers,
+                        message,
+                        trailers,
+                    } => {
+                        let mut response = Response::new(ResponseBody::chunks(message, trailers));
+                        *response.headers_mut() = headers;
+                        response
+                    }
+                    Answer::Streamed { headers, body } => {
+                        let mut response = Response::new(ResponseBody::streamed(body));
+                        *response.headers_mut() = headers;
+                        response
+                    }
+                    Answer::Failed { headers, status } => error_with_headers(&status, headers),
+                }
             }
         }
     }
@@ -135,13 +156,13 @@ where
 /// the client can understand.
 fn reject_non_grpc(parts: &http::request::Parts) -> Option<Response<ResponseBody>> {
     if parts.version != Version::HTTP_2 {
-        return Some(status::http_error(
+        return Some(http_error(
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             "this is a gRPC proxy: it serves HTTP/2 only\n",
         ));
     }
     if parts.method != Method::POST {
-        return Some(status::http_error(
+        return Some(http_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "gRPC calls use POST\n",
         ));
@@ -156,7 +177,7 @@ fn reject_non_grpc(parts: &http::request::Parts) -> Option<Response<ResponseBody
                 || ct.starts_with(b"application/grpc;")
         });
     if !grpc {
-        return Some(status::http_error(
+        return Some(http_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type must be application/grpc\n",
         ));
@@ -169,7 +190,7 @@ fn reject_non_grpc(parts: &http::request::Parts) -> Option<Response<ResponseBody
             !service.is_empty() && !method.is_empty() && !method.contains('/')
         });
     if !valid || parts.uri.query().is_some() {
-        return Some(status::response(&Status::unimplemented(format!(
+        return Some(error_response(&Status::unimplemented(format!(
             "malformed method path {:?}: expected /package.Service/Method",
             parts.uri.path_and_query().map_or("", |p| p.as_str())
         ))));

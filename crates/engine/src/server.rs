@@ -1,14 +1,23 @@
 //! Serving a [`TransparentProxy`](crate::TransparentProxy) (or any HTTP
-//! service) directly with hyper on TCP and Unix-socket listeners, with
-//! graceful shutdown.
+//! service) with hyper on TCP and Unix-socket listeners, with graceful
+//! shutdown.
 //!
-//! Connections are served by hyper-util's auto builder so that HTTP/1.1
-//! clients reach the proxy and get a clear `505` instead of a broken
-//! connection.
+//! Every connection is bounded before it costs anything: it must finish its
+//! handshake (TLS when configured, then the HTTP/2 preface and SETTINGS)
+//! within `handshake_timeout` or it is closed ([`crate::handshake`]), and at
+//! most `max_connections` are open at once. At the cap, a new connection
+//! evicts the oldest one still in its handshake — so idle sockets cannot lock
+//! legitimate callers out — and is refused only when every open connection
+//! has finished its handshake. Refusals are logged at most once a second.
+//!
+//! HTTP/1.1 requests get a clear `505` from the proxy (hyper-util's auto
+//! builder) on a connection that then closes.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,19 +25,26 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::BoxError;
 use crate::config::ServerConfig;
+use crate::handshake::{Handshake, Progress};
+use crate::log_limit::LogLimit;
+use crate::peer::{Peer, PeerAddr};
+use crate::tls::{ALPN_H2, TlsStore};
 
 /// A bound listener.
 #[derive(Debug)]
 pub enum Listener {
-    /// TCP.
+    /// TCP (with TLS when the server is configured with it).
     Tcp(TcpListener),
-    /// Unix socket.
+    /// Unix socket (always plaintext: its trust is the socket file's permissions).
     Unix(UnixListener),
 }
 
@@ -63,6 +79,9 @@ impl fmt::Display for Listener {
     }
 }
 
+static ACCEPT_FAILED: LogLimit = LogLimit::new(Duration::from_secs(1));
+static REFUSED: LogLimit = LogLimit::new(Duration::from_secs(1));
+
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting and lets running calls finish within the grace period.
 pub async fn serve<S, B>(
@@ -80,52 +99,53 @@ pub async fn serve<S, B>(
     B::Error: Into<BoxError>,
 {
     let listener = listener.into();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let http2 = &config.http2;
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .initial_stream_window_size(http2.stream_window)
-        .initial_connection_window_size(http2.connection_window)
-        .max_frame_size(http2.max_frame_size)
-        .max_header_list_size(http2.max_header_list_size)
-        .keep_alive_interval(http2.keepalive_interval)
-        .keep_alive_timeout(http2.keepalive_timeout);
+    let tls = match &listener {
+        Listener::Tcp(_) => config.tls.clone(),
+        Listener::Unix(_) => None,
+    };
+    let serving = Serving {
+        builder: builder(config),
+        admission: Arc::new(Admission::new(config.max_connections)),
+        handshake_timeout: config.handshake_timeout,
+        tls,
+    };
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    tracing::info!(listener = %listener, "serving");
+    tracing::info!(listener = %listener, tls = serving.tls.is_some(), "serving");
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = accept(&listener) => accepted,
         };
-        let io = match accepted {
-            Ok(io) => io,
+        let (io, addr) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(listener = %listener, error = %err, "accept failed");
+                if let Some(suppressed) = ACCEPT_FAILED.check() {
+                    tracing::warn!(listener = %listener, error = %err, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let service = TowerToHyperService::new(service.clone());
-        let connection = match io {
-            Accepted::Tcp(s) => {
-                let _ = s.set_nodelay(true);
-                let conn = builder
-                    .serve_connection(TokioIo::new(s), service)
-                    .into_owned();
-                spawn_connection(graceful.watch(conn))
+        let Some(ticket) = serving.admission.admit() else {
+            if let Some(suppressed) = REFUSED.check() {
+                tracing::warn!(
+                    listener = %listener,
+                    peer = %addr,
+                    max_connections = serving.admission.max,
+                    suppressed,
+                    "connection refused: every connection slot is taken by an established connection"
+                );
             }
-            Accepted::Unix(s) => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(s), service)
-                    .into_owned();
-                spawn_connection(graceful.watch(conn))
-            }
+            continue;
         };
-        drop(connection);
+        let service = service.clone();
+        let serving = serving.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            serving.connection(io, addr, ticket, service, watcher).await;
+        });
     }
     drop(listener);
     tracing::info!(grace = ?config.grace_period, "shutting down; waiting for running calls");
@@ -137,26 +157,299 @@ pub async fn serve<S, B>(
     }
 }
 
-enum Accepted {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
+fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let http2 = &config.http2;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.handshake_timeout)
+        .keep_alive(false);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .initial_stream_window_size(http2.stream_window)
+        .initial_connection_window_size(http2.connection_window)
+        .max_frame_size(http2.max_frame_size)
+        .max_header_list_size(http2.max_header_list_size)
+        .keep_alive_interval(http2.keepalive_interval)
+        .keep_alive_timeout(http2.keepalive_timeout);
+    builder
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+/// What every connection of one listener shares.
+#[derive(Clone)]
+struct Serving {
+    builder: auto::Builder<TokioExecutor>,
+    admission: Arc<Admission>,
+    handshake_timeout: Duration,
+    tls: Option<Arc<TlsStore>>,
+}
+
+enum Accepted {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Accepted, PeerAddr)> {
     match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
-        Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        Listener::Tcp(l) => {
+            let (stream, addr) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok((Accepted::Tcp(stream), PeerAddr::Tcp(addr)))
+        }
+        Listener::Unix(l) => {
+            let (stream, _) = l.accept().await?;
+            let cred = stream.peer_cred().ok();
+            let addr = PeerAddr::Unix {
+                uid: cred.as_ref().map(|c| c.uid()),
+                pid: cred.and_then(|c| c.pid()),
+            };
+            Ok((Accepted::Unix(stream), addr))
+        }
     }
 }
 
-fn spawn_connection<F, E>(conn: F) -> tokio::task::JoinHandle<()>
-where
-    F: Future<Output = Result<(), E>> + Send + 'static,
-    E: fmt::Display,
-{
-    tokio::spawn(async move {
-        if let Err(err) = conn.await {
-            tracing::debug!(error = %err, "connection ended with an error");
+impl Serving {
+    /// Runs one connection: TLS (when configured), the bounded HTTP/2
+    /// handshake, then hyper until the connection ends or is evicted.
+    async fn connection<S, B>(
+        self,
+        io: Accepted,
+        addr: PeerAddr,
+        ticket: Ticket,
+        service: S,
+        watcher: Watcher,
+    ) where
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let deadline = Instant::now() + self.handshake_timeout;
+        let evicted = ticket.evicted.clone();
+        let serve = async {
+            match (io, &self.tls) {
+                (Accepted::Tcp(tcp), Some(tls)) => {
+                    let acceptor = tls.acceptor();
+                    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(err)) => {
+                            tracing::debug!(peer = %addr, error = %err, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %addr, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let tls_state = stream.get_ref().1;
+                    if tls_state.alpn_protocol() != Some(ALPN_H2) {
+                        tracing::debug!(peer = %addr, "TLS client did not negotiate h2");
+                        return;
+                    }
+                    let certificates = tls_state.peer_certificates().map(<[_]>::to_vec);
+                    let peer = Arc::new(Peer::new(addr, certificates));
+                    self.http(stream, peer, deadline, &ticket, service, watcher)
+                        .await;
+                }
+                (Accepted::Tcp(tcp), None) => {
+                    let peer = Arc::new(Peer::new(addr, None));
+                    self.http(tcp, peer, deadline, &ticket, service, watcher)
+                        .await;
+                }
+                (Accepted::Unix(unix), _) => {
+                    let peer = Arc::new(Peer::new(addr, None));
+                    self.http(unix, peer, deadline, &ticket, service, watcher)
+                        .await;
+                }
+            }
+        };
+        tokio::select! {
+            () = serve => {}
+            () = evicted.notified() => {
+                tracing::debug!(peer = %addr, "connection evicted: still in its handshake at the connection cap");
+            }
         }
-    })
+    }
+
+    async fn http<IO, S, B>(
+        &self,
+        io: IO,
+        peer: Arc<Peer>,
+        deadline: Instant,
+        ticket: &Ticket,
+        service: S,
+        watcher: Watcher,
+    ) where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (io, handshake) = Handshake::new(io, Progress::SERVER, deadline);
+        let service = TowerToHyperService::new(WithPeer {
+            inner: service,
+            peer: peer.clone(),
+        });
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        let mut conn = std::pin::pin!(watcher.watch(conn));
+        let mut handshake = Some(handshake);
+        loop {
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(err) = result {
+                        tracing::debug!(peer = %peer.addr, error = %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                progress = async { handshake.as_mut().expect("guarded").await }, if handshake.is_some() => {
+                    handshake = None;
+                    if progress.is_ok() {
+                        ticket.established();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Puts the connection's [`Peer`] into every request's extensions.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: Arc<Peer>,
+}
+
+impl<S, B> tower_service::Service<Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.peer.clone());
+        self.inner.call(request)
+    }
+}
+
+/// The open connections of one listener, and which are still in their
+/// handshake (oldest first), for the cap and eviction.
+#[derive(Debug)]
+struct Admission {
+    max: usize,
+    state: Mutex<AdmissionState>,
+}
+
+#[derive(Debug, Default)]
+struct AdmissionState {
+    open: usize,
+    next_id: u64,
+    /// Connection ID → how to evict it.
+    handshaking: BTreeMap<u64, Arc<Notify>>,
+}
+
+/// One admitted connection; dropping it frees the slot.
+struct Ticket {
+    admission: Arc<Admission>,
+    id: u64,
+    evicted: Arc<Notify>,
+}
+
+impl Admission {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            state: Mutex::new(AdmissionState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, AdmissionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for a new connection: a free one, or the slot of the oldest
+    /// connection still in its handshake, which is evicted. `None` when
+    /// every connection is established.
+    fn admit(self: &Arc<Self>) -> Option<Ticket> {
+        let mut state = self.state();
+        if state.open >= self.max {
+            let (_, evict) = state.handshaking.pop_first()?;
+            evict.notify_one();
+            // Its ticket frees the slot when its task ends; until then the
+            // count is one over, which is what makes the eviction immediate.
+        }
+        state.open += 1;
+        state.next_id += 1;
+        let id = state.next_id;
+        let evicted = Arc::new(Notify::new());
+        state.handshaking.insert(id, evicted.clone());
+        Some(Ticket {
+            admission: self.clone(),
+            id,
+            evicted,
+        })
+    }
+}
+
+impl Ticket {
+    /// The connection finished its handshake: it can no longer be evicted.
+    fn established(&self) {
+        self.admission.state().handshaking.remove(&self.id);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut state = self.admission.state();
+        state.open -= 1;
+        state.handshaking.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_cap_evicts_the_oldest_handshake_then_refuses() {
+        let admission = Arc::new(Admission::new(2));
+        let first = admission.admit().unwrap();
+        let second = admission.admit().unwrap();
+        // At the cap: the oldest connection still in its handshake goes.
+        let third = admission.admit().unwrap();
+        first.evicted.notified().await;
+        drop(first);
+        second.established();
+        third.established();
+        // Every slot holds an established connection: refused.
+        assert!(admission.admit().is_none());
+        drop(second);
+        let fourth = admission.admit().unwrap();
+        assert_eq!(admission.state().open, 2);
+        drop((third, fourth));
+        assert_eq!(admission.state().open, 0);
+        assert!(admission.state().handshaking.is_empty());
+    }
 }

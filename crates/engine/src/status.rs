@@ -1,9 +1,10 @@
-//! Turning failures into gRPC statuses and statuses into HTTP responses.
+//! Turning failures into gRPC statuses, statuses into trailers, and request
+//! failures into the HTTP/2 reset reason the upstream stream ends with.
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use tonic::{Code, Status};
 
-use crate::body::ResponseBody;
+use crate::BoxError;
 use crate::codec::frame::FrameError;
 
 /// The `content-type` of every gRPC response the engine writes itself.
@@ -18,35 +19,6 @@ pub fn trailers(status: &Status) -> HeaderMap {
         map.insert("grpc-status", HeaderValue::from(status.code() as i32));
     }
     map
-}
-
-/// A Trailers-Only response (headers with `grpc-status`, no body).
-pub fn response(status: &Status) -> http::Response<ResponseBody> {
-    response_with_headers(status, HeaderMap::new())
-}
-
-/// A Trailers-Only response that also carries `headers` (e.g. response
-/// metadata a backend sent before failing).
-pub(crate) fn response_with_headers(
-    status: &Status,
-    mut headers: HeaderMap,
-) -> http::Response<ResponseBody> {
-    headers.extend(trailers(status));
-    headers.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
-    let mut res = http::Response::new(ResponseBody::empty());
-    *res.headers_mut() = headers;
-    res
-}
-
-/// An HTTP-level error for requests that are not gRPC at all.
-pub(crate) fn http_error(code: StatusCode, message: &'static str) -> http::Response<ResponseBody> {
-    let mut res = http::Response::new(ResponseBody::text(message));
-    *res.status_mut() = code;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
 }
 
 /// The gRPC code for a non-200 HTTP status, per the gRPC HTTP/2 mapping.
@@ -112,6 +84,45 @@ pub(crate) fn reply_frame(err: &FrameError, backend: &dyn std::fmt::Display) -> 
     Status::new(code, format!("reply from backend {backend}: {err}"))
 }
 
+/// Longest status message the engine writes itself: errors that carry
+/// caller- or machine-controlled text stay short, the detail goes to the log.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `message` cut to [`MAX_MESSAGE`] bytes (at a character boundary), with
+/// an ellipsis when something was cut.
+pub fn bounded_message(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_MESSAGE {
+        return message.into();
+    }
+    let mut end = MAX_MESSAGE - 3;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end]).into()
+}
+
+/// The HTTP/2 reason an upstream stream is reset with when the client's
+/// request failed with `err`: the reason the client reset its own stream
+/// with when there is one (`CANCEL` for a cancelled call), so it reaches the
+/// backend unchanged; `CANCEL` otherwise.
+pub(crate) fn reset_reason(err: &(dyn std::error::Error + 'static)) -> h2::Reason {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(reason) = e.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
+            return reason;
+        }
+        source = e.source();
+    }
+    h2::Reason::CANCEL
+}
+
+/// A request-body error that makes hyper reset the upstream stream with
+/// `reason` (hyper looks for an `h2::Error` in the chain; without one it
+/// resets with `INTERNAL_ERROR`).
+pub(crate) fn reset(reason: h2::Reason) -> BoxError {
+    Box::new(h2::Error::from(reason))
+}
+
 /// `err` and its sources, joined by ": ".
 pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
@@ -153,6 +164,25 @@ mod tests {
             Code::Unavailable
         );
         assert_eq!(code_from_http(StatusCode::IM_A_TEAPOT), Code::Unknown);
+    }
+
+    #[test]
+    fn messages_are_bounded_at_a_character_boundary() {
+        assert_eq!(bounded_message("short"), "short");
+        let long = "é".repeat(MAX_MESSAGE);
+        let cut = bounded_message(&long);
+        assert!(cut.len() <= MAX_MESSAGE, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn the_clients_reset_reason_is_kept() {
+        let cancel: BoxError = Box::new(h2::Error::from(h2::Reason::CANCEL));
+        assert_eq!(reset_reason(&*cancel), h2::Reason::CANCEL);
+        let refused: BoxError = Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM));
+        assert_eq!(reset_reason(&*refused), h2::Reason::REFUSED_STREAM);
+        let other = std::io::Error::other("gone");
+        assert_eq!(reset_reason(&other), h2::Reason::CANCEL);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   tags fan-out replies with the `Metadata` of the reply contract.
 //! - [`client`]: tonic channels and clients for TCP and Unix sockets.
 //! - [`blackhole()`]: a TCP listener that accepts and then never answers.
+//! - [`raw_h2`]: an HTTP/2 client that sends any header field, for requests
+//!   no client library can make.
 //! - [`wait`]: bounded waits (`bounded`, `eventually`) and socket temp dirs.
 //!
 //! ```no_run
@@ -33,6 +35,7 @@ pub mod backend;
 pub mod blackhole;
 pub mod client;
 pub mod pb;
+pub mod raw_h2;
 pub mod server;
 pub mod trailer;
 pub mod wait;

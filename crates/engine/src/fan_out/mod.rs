@@ -1,0 +1,560 @@
+//! Fan-out: one call to N backends at once.
+//!
+//! Every backend is a [`Leg`]: it connects, sends the request, reads,
+//! decompresses and tags the replies ([`Backend::tag_reply`]). Legs start
+//! together, so a slow or dead backend delays nobody, and they run inside the
+//! call's own future ([`legs`]), which polls only the legs that woke. The
+//! client's request is copied to every leg ([`broadcast`]), each at its own
+//! pace; a leg that stops taking it is dropped from the call.
+//!
+//! Memory is bounded in bytes whatever the client's reading speed: a leg
+//! holds at most one reply message, and is only polled for the next once the
+//! call has taken it, so a client that stops reading holds the backends back
+//! (through HTTP/2 flow control) instead of making the proxy buffer for it.
+//!
+//! - Unary ([`ReplyShape::Unary`]): one reply per backend, collected until
+//!   every backend is done or the caller's deadline is about to expire, then
+//!   sent as ONE message, the concatenation in the director's order. A reply
+//!   that would make the merged message exceed the size limit, or a second
+//!   reply (the method streams), ends that backend's part; failed or late
+//!   backends become [`Backend::error_entry`] entries. The merged message is
+//!   written as a prefix followed by the parts, never copied again.
+//! - Streamed: each tagged reply is forwarded as it arrives.
+//!
+//! Dropping the response (client gone) drops every leg, which resets every
+//! upstream stream.
+
+mod broadcast;
+mod leg;
+mod legs;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::time::{Instant, Sleep};
+use tonic::Status;
+
+use crate::backend::{Backend, ReplyShape};
+use crate::codec::frame::FrameHeader;
+use crate::config::ProxyConfig;
+use crate::log_limit::LogLimit;
+use crate::status::{self, GRPC_CONTENT_TYPE};
+use crate::upstream::UpstreamBody;
+use crate::{BoxError, upstream};
+use broadcast::{Broadcast, BroadcastEvent, RequestFeed};
+use leg::{Leg, LegEvent, Start};
+use legs::LegSet;
+
+/// How a fan-out call answers.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// One merged message, then the trailers.
+    Merged {
+        headers: HeaderMap,
+        message: VecDeque<Bytes>,
+        trailers: HeaderMap,
+    },
+    /// Replies as they arrive.
+    Streamed {
+        headers: HeaderMap,
+        body: Box<StreamedBody>,
+    },
+    /// The whole call failed (the request was invalid, or a backend without
+    /// error entries failed).
+    Failed { headers: HeaderMap, status: Status },
+}
+
+static LEG_FAILED: LogLimit = LogLimit::new(Duration::from_secs(1));
+
+/// Forwards one call to every backend.
+pub(crate) async fn forward<B>(
+    config: &ProxyConfig,
+    backends: Vec<Arc<dyn Backend>>,
+    parts: http::request::Parts,
+    body: B,
+    deadline: Option<Instant>,
+    shape: ReplyShape,
+) -> Answer
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let method = parts.uri.path().to_owned();
+    let parts = Arc::new(parts);
+    let (broadcast, feeds) = Broadcast::new(
+        UpstreamBody::new(body.map_err(Into::into)),
+        backends.len(),
+        config.max_message_size,
+        config.request_stall_timeout,
+    );
+    let legs = backends
+        .iter()
+        .zip(feeds)
+        .map(|(backend, feed)| {
+            let start = start(backend.clone(), parts.clone(), deadline, feed);
+            Leg::new(backend.clone(), shape, config.max_message_size, start)
+        })
+        .collect();
+    let call = Call {
+        legs: LegSet::new(legs),
+        broadcast: Some(broadcast),
+        backends,
+        method,
+        stall_timeout: config.request_stall_timeout,
+    };
+    match shape {
+        ReplyShape::Streamed => call.streamed(deadline).await,
+        ReplyShape::Unary => {
+            let cutoff = deadline.map(|at| {
+                let left = at.saturating_duration_since(Instant::now());
+                at - config.deadline_margin.min(left / 10)
+            });
+            call.merged(cutoff, config.max_message_size).await
+        }
+    }
+}
+
+/// Connects to `backend` and sends the request, up to the response head.
+fn start(
+    backend: Arc<dyn Backend>,
+    parts: Arc<http::request::Parts>,
+    deadline: Option<Instant>,
+    feed: RequestFeed,
+) -> Start {
+    Box::pin(async move {
+        let upstream = backend.connect(&parts).await?;
+        let path = parts.uri.path_and_query().expect("checked gRPC path");
+        let (connection, request) =
+            upstream::request(upstream, path, deadline, true, UpstreamBody::new(feed))?;
+        upstream::send(connection, request, &backend).await
+    })
+}
+
+/// What happens next in a fan-out call.
+enum CallEvent {
+    Leg(usize, LegEvent),
+    /// Leg `.0` did not take the request in time; it is stopped.
+    Stalled(usize),
+    RequestFailed(Status),
+    /// Every leg has ended.
+    LegsDone,
+}
+
+/// The running legs and the request broadcast of one call.
+struct Call {
+    legs: LegSet,
+    /// `None` once the whole request was delivered.
+    broadcast: Option<Broadcast>,
+    backends: Vec<Arc<dyn Backend>>,
+    method: String,
+    stall_timeout: Duration,
+}
+
+impl Call {
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<CallEvent> {
+        if let Some(broadcast) = self.broadcast.as_mut() {
+            match broadcast.poll(cx) {
+                Poll::Ready(BroadcastEvent::Finished) => self.broadcast = None,
+                Poll::Ready(BroadcastEvent::Failed(status)) => {
+                    self.broadcast = None;
+                    return Poll::Ready(CallEvent::RequestFailed(status));
+                }
+                Poll::Ready(BroadcastEvent::Stalled(index)) => {
+                    self.legs.stop(index);
+                    return Poll::Ready(CallEvent::Stalled(index));
+                }
+                Poll::Pending => {}
+            }
+        }
+        match self.legs.poll_next(cx) {
+            Poll::Ready(Some((index, event))) => {
+                if matches!(event, LegEvent::Done(_))
+                    && let Some(broadcast) = self.broadcast.as_mut()
+                {
+                    broadcast.drop_leg(index);
+                }
+                Poll::Ready(CallEvent::Leg(index, event))
+            }
+            Poll::Ready(None) => Poll::Ready(CallEvent::LegsDone),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Ends leg `index` early (its upstream stream is reset).
+    fn stop(&mut self, index: usize) {
+        self.legs.stop(index);
+        if let Some(broadcast) = self.broadcast.as_mut() {
+            broadcast.drop_leg(index);
+        }
+    }
+
+    fn stalled(&self, index: usize) -> Status {
+        Status::unavailable(format!(
+            "machine {} did not take the request within {:?}",
+            self.backends[index], self.stall_timeout
+        ))
+    }
+
+    /// Backend `index`'s error entry, or `Err` when it must fail the call.
+    fn error_entry(
+        &self,
+        index: usize,
+        shape: ReplyShape,
+        status: &Status,
+    ) -> Result<Option<Bytes>, Status> {
+        let backend = &self.backends[index];
+        if let Some(suppressed) = LEG_FAILED.check() {
+            tracing::warn!(backend = %backend, method = %self.method, code = ?status.code(), message = status.message(), suppressed, "backend failed in fan-out");
+        }
+        match backend.error_entry(shape, status) {
+            Some(entry) => Ok(Some(entry)),
+            None => Err(status.clone()),
+        }
+    }
+
+    /// Collects one reply per backend and answers with them merged.
+    async fn merged(mut self, cutoff: Option<Instant>, max_message_size: usize) -> Answer {
+        let mut slots: Vec<Slot> = self.backends.iter().map(|_| Slot::default()).collect();
+        let mut total = 0usize;
+        let mut cutoff = cutoff.map(|at| Box::pin(tokio::time::sleep_until(at)));
+        loop {
+            let event = std::future::poll_fn(|cx| {
+                if let Some(sleep) = cutoff.as_mut()
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(None);
+                }
+                self.poll_event(cx).map(Some)
+            })
+            .await;
+            let Some(event) = event else {
+                break; // the deadline is near: answer with what arrived
+            };
+            match event {
+                CallEvent::LegsDone => break,
+                CallEvent::RequestFailed(status) => {
+                    return Answer::Failed {
+                        headers: HeaderMap::new(),
+                        status,
+                    };
+                }
+                CallEvent::Stalled(i) => slots[i].outcome = Some(Err(self.stalled(i))),
+                CallEvent::Leg(i, LegEvent::Headers(headers)) => slots[i].headers = Some(headers),
+                CallEvent::Leg(i, LegEvent::Message(message)) => {
+                    let refused = if slots[i].message.is_some() {
+                        Some(Status::failed_precondition(format!(
+                            "{} sent more than one reply message: the method streams; \
+                             declare it as streamed (streamed_methods) to fan it out",
+                            self.method
+                        )))
+                    } else if total + message.len() > max_message_size {
+                        Some(Status::resource_exhausted(format!(
+                            "the reply of machine {} ({} bytes) does not fit in the merged \
+                             reply's limit of {max_message_size} bytes",
+                            self.backends[i],
+                            message.len()
+                        )))
+                    } else {
+                        None
+                    };
+                    match refused {
+                        Some(status) => {
+                            self.stop(i);
+                            if let Some(dropped) = slots[i].message.take() {
+                                total -= dropped.len();
+                            }
+                            slots[i].outcome = Some(Err(status));
+                        }
+                        None => {
+                            total += message.len();
+                            slots[i].message = Some(message);
+                        }
+                    }
+                }
+                CallEvent::Leg(i, LegEvent::Done(outcome)) => {
+                    slots[i].outcome.get_or_insert(outcome);
+                }
+            }
+        }
+        // Late backends are cancelled now (dropping their legs resets their
+        // streams); their entries say so.
+        self.legs.stop_all();
+        self.broadcast = None;
+        let headers = merge_headers(slots.iter_mut().filter_map(|s| s.headers.take()));
+        let mut trailers = HeaderMap::new();
+        let mut parts = Vec::with_capacity(slots.len());
+        for (i, slot) in slots.into_iter().enumerate() {
+            let outcome = slot.outcome.unwrap_or_else(|| {
+                Err(Status::deadline_exceeded(format!(
+                    "machine {} did not answer before the deadline",
+                    self.backends[i]
+                )))
+            });
+            match outcome {
+                Ok(backend_trailers) => {
+                    merge_metadata(&mut trailers, backend_trailers);
+                    parts.extend(slot.message);
+                }
+                Err(status) => match self.error_entry(i, ReplyShape::Unary, &status) {
+                    Ok(entry) => parts.extend(entry),
+                    Err(status) => return Answer::Failed { headers, status },
+                },
+            }
+        }
+        let total: usize = parts.iter().map(Bytes::len).sum();
+        let prefix = match FrameHeader::uncompressed(total) {
+            Ok(prefix) => prefix,
+            Err(err) => {
+                return Answer::Failed {
+                    headers: HeaderMap::new(),
+                    status: Status::resource_exhausted(format!("merged reply: {err}")),
+                };
+            }
+        };
+        let mut message = VecDeque::with_capacity(parts.len() + 1);
+        message.push_back(Bytes::copy_from_slice(&prefix.encode()));
+        message.extend(parts.into_iter().filter(|p| !p.is_empty()));
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        Answer::Merged {
+            headers,
+            message,
+            trailers,
+        }
+    }
+
+    /// Waits for the first backend's response headers, then answers with a
+    /// body that forwards every reply as it arrives.
+    async fn streamed(self, deadline: Option<Instant>) -> Answer {
+        let mut body = Box::new(StreamedBody {
+            queue: VecDeque::new(),
+            trailers: HeaderMap::new(),
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            call: Some(self),
+        });
+        // Hold the response until a backend sends headers (first wins) or all are done.
+        let headers = loop {
+            let event = std::future::poll_fn(|cx| {
+                if let Some(sleep) = body.deadline.as_mut()
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(None);
+                }
+                body.call
+                    .as_mut()
+                    .expect("running")
+                    .poll_event(cx)
+                    .map(Some)
+            })
+            .await;
+            match event {
+                None => {
+                    return Answer::Failed {
+                        headers: HeaderMap::new(),
+                        status: Status::deadline_exceeded(
+                            "no backend answered before the deadline",
+                        ),
+                    };
+                }
+                Some(CallEvent::Leg(_, LegEvent::Headers(headers))) => {
+                    break merge_headers(std::iter::once(headers));
+                }
+                Some(CallEvent::LegsDone) => {
+                    // Nothing more will come: the body ends at once.
+                    body.call = None;
+                    body.trailers
+                        .insert("grpc-status", HeaderValue::from_static("0"));
+                    break merge_headers(std::iter::empty());
+                }
+                Some(event) => {
+                    if let Err(status) = body.apply(event) {
+                        return Answer::Failed {
+                            headers: HeaderMap::new(),
+                            status,
+                        };
+                    }
+                }
+            }
+        };
+        Answer::Streamed { headers, body }
+    }
+}
+
+/// What one backend contributed to a unary fan-out.
+#[derive(Default)]
+struct Slot {
+    headers: Option<HeaderMap>,
+    message: Option<Bytes>,
+    outcome: Option<Result<HeaderMap, Status>>,
+}
+
+/// Streaming fan-out replies on their way to the client.
+pub(crate) struct StreamedBody {
+    /// Frames ready for the client: at most one message (prefix and payload).
+    queue: VecDeque<Bytes>,
+    trailers: HeaderMap,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// `None` once the call has ended.
+    call: Option<Call>,
+}
+
+impl std::fmt::Debug for StreamedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamedBody")
+            .field("running", &self.call.is_some())
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamedBody {
+    /// Applies one event; `Err` ends the call with that status.
+    fn apply(&mut self, event: CallEvent) -> Result<(), Status> {
+        let call = self.call.as_ref().expect("running");
+        match event {
+            CallEvent::Leg(_, LegEvent::Headers(_)) => {}
+            CallEvent::Leg(_, LegEvent::Message(message)) => self.push_message(message)?,
+            CallEvent::Leg(_, LegEvent::Done(Ok(trailers))) => {
+                merge_metadata(&mut self.trailers, trailers);
+            }
+            CallEvent::Leg(i, LegEvent::Done(Err(status))) => {
+                if let Some(entry) = call.error_entry(i, ReplyShape::Streamed, &status)? {
+                    self.push_message(entry)?;
+                }
+            }
+            CallEvent::Stalled(i) => {
+                let status = call.stalled(i);
+                if let Some(entry) = call.error_entry(i, ReplyShape::Streamed, &status)? {
+                    self.push_message(entry)?;
+                }
+            }
+            CallEvent::RequestFailed(status) => return Err(status),
+            CallEvent::LegsDone => {
+                self.call = None;
+                self.trailers
+                    .insert("grpc-status", HeaderValue::from_static("0"));
+            }
+        }
+        Ok(())
+    }
+
+    fn push_message(&mut self, message: Bytes) -> Result<(), Status> {
+        let prefix = FrameHeader::uncompressed(message.len())
+            .map_err(|e| Status::resource_exhausted(format!("reply: {e}")))?;
+        self.queue
+            .push_back(Bytes::copy_from_slice(&prefix.encode()));
+        if !message.is_empty() {
+            self.queue.push_back(message);
+        }
+        Ok(())
+    }
+
+    /// Ends the body with `status`.
+    fn fail(&mut self, status: &Status) -> Poll<Option<Frame<Bytes>>> {
+        self.call = None; // drops every leg: their streams are reset
+        self.deadline = None;
+        self.queue.clear();
+        self.trailers.clear();
+        Poll::Ready(Some(Frame::trailers(status::trailers(status))))
+    }
+
+    pub(crate) fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        loop {
+            if let Some(chunk) = self.queue.pop_front() {
+                return Poll::Ready(Some(Frame::data(chunk)));
+            }
+            let Some(call) = self.call.as_mut() else {
+                // Ended: the trailers, once.
+                return if self.trailers.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    let trailers = std::mem::take(&mut self.trailers);
+                    Poll::Ready(Some(Frame::trailers(trailers)))
+                };
+            };
+            if let Some(sleep) = self.deadline.as_mut()
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                return self.fail(&Status::deadline_exceeded(
+                    "deadline expired during fan-out",
+                ));
+            }
+            let event = std::task::ready!(call.poll_event(cx));
+            if let Err(status) = self.apply(event) {
+                return self.fail(&status);
+            }
+        }
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.call.is_none() && self.queue.is_empty() && self.trailers.is_empty()
+    }
+}
+
+/// Response headers of several backends as one set: every distinct value
+/// once; framing headers are the proxy's own.
+fn merge_headers(all: impl Iterator<Item = HeaderMap>) -> HeaderMap {
+    let mut merged = HeaderMap::new();
+    merged.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    for headers in all {
+        merge_metadata(&mut merged, headers);
+    }
+    merged
+}
+
+/// Adds `from`'s metadata to `into`, skipping framing and status keys and
+/// values already present.
+fn merge_metadata(into: &mut HeaderMap, from: HeaderMap) {
+    let mut name = None;
+    for (key, value) in from {
+        if key.is_some() {
+            name = key;
+        }
+        let Some(name) = name.as_ref() else { continue };
+        if matches!(
+            name.as_str(),
+            "content-type"
+                | "content-length"
+                | "grpc-encoding"
+                | "grpc-status"
+                | "grpc-message"
+                | "grpc-status-details-bin"
+        ) || into.get_all(name).iter().any(|v| v == value)
+        {
+            continue;
+        }
+        into.append(name.clone(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_metadata_keeps_distinct_values_once() {
+        let mut a = HeaderMap::new();
+        a.insert("content-type", "application/grpc+proto".parse().unwrap());
+        a.insert("grpc-encoding", "gzip".parse().unwrap());
+        a.append("x-node", "a".parse().unwrap());
+        a.append("x-common", "1".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.append("x-node", "b".parse().unwrap());
+        b.append("x-common", "1".parse().unwrap());
+        b.append("grpc-status", "0".parse().unwrap());
+        let merged = merge_headers([a, b].into_iter());
+        assert_eq!(merged.get("content-type").unwrap(), "application/grpc");
+        assert!(merged.get("grpc-encoding").is_none());
+        assert!(merged.get("grpc-status").is_none());
+        let nodes: Vec<_> = merged.get_all("x-node").iter().collect();
+        assert_eq!(nodes, ["a", "b"]);
+        assert_eq!(merged.get_all("x-common").iter().count(), 1);
+    }
+}
