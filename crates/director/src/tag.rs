@@ -123,7 +123,7 @@ impl MachineTag {
     pub fn tag_reply(&self, shape: ReplyShape, reply: Bytes) -> Result<Bytes, ReplyError> {
         let tag = self.tag();
         match shape {
-            ReplyShape::Streamed => Ok(reply::append_to_streamed(&reply, &tag.field)),
+            ReplyShape::Streamed => reply::append_to_streamed(&reply, &tag.field),
             ReplyShape::Unary if reply.is_empty() => Ok(reply),
             ReplyShape::Unary => reply::append_to_entries(&reply, &tag.field),
         }

@@ -12,7 +12,26 @@ use crate::tls::TlsStore;
 /// Default limit of one message, each way.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
 
+/// The largest flow-control window HTTP/2 allows.
+pub const MAX_WINDOW: u32 = (1 << 31) - 1;
+
 /// HTTP/2 settings of one side of a connection.
+///
+/// # Why one slow reader cannot freeze a shared connection
+///
+/// Every call to a machine shares one upstream connection, and data a reader
+/// has not taken yet counts against both its stream's window and the whole
+/// connection's. If the connection window were a small multiple of the
+/// stream window, a few streams whose clients stop reading would use it up
+/// and every other call on that connection would wait. So on both sides of
+/// every hop (what a server accepts from callers, what a channel accepts
+/// from the server it dials) the connection window is the protocol's maximum
+/// (2³¹−1 bytes) and the stream window modest: a stalled stream holds at most
+/// its stream window, on each hop, and thousands of them fit before the
+/// connection window could matter. Across two hops (client → A → B →
+/// backend) the same holds link by link: a client that stops reading stops
+/// A reading that stream from B, which stops B reading it from the backend;
+/// each link holds one stream window for it and keeps the rest flowing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Http2Settings {
     /// Receive window of each stream.
@@ -32,8 +51,8 @@ pub struct Http2Settings {
 
 impl Http2Settings {
     const WINDOWS: Self = Self {
-        stream_window: 2 * 1024 * 1024,
-        connection_window: 8 * 1024 * 1024,
+        stream_window: 1024 * 1024,
+        connection_window: MAX_WINDOW,
         max_frame_size: 64 * 1024,
         max_header_list_size: 1024 * 1024,
         keepalive_interval: None,
@@ -150,5 +169,14 @@ mod tests {
         let (server, channel) = (Http2Settings::SERVER, Http2Settings::CHANNEL);
         assert!(channel.max_header_list_size >= server.max_header_list_size);
         assert_eq!(channel.max_frame_size, server.max_frame_size);
+    }
+
+    #[test]
+    fn connection_windows_dwarf_stream_windows() {
+        for side in [Http2Settings::SERVER, Http2Settings::CHANNEL] {
+            assert_eq!(side.connection_window, MAX_WINDOW);
+            // Over a thousand stalled streams before the connection could stall.
+            assert!(side.connection_window / side.stream_window > 1000);
+        }
     }
 }

@@ -120,6 +120,36 @@ async fn every_backend_gets_the_time_left_of_the_deadline() {
 }
 
 #[tokio::test]
+async fn a_reply_whose_field_1_is_a_string_becomes_an_error_entry() {
+    // `message Status { string text = 1; }`: field 1 is length-delimited
+    // like an entry, but it is text, not a message with `Metadata`.
+    let text = [&b"\x0a\x13"[..], b"machine-2 status ok"].concat();
+    let (good, _server) = TestServer::spawn_tcp("good").await;
+    let backends: Vec<Arc<dyn Backend>> = vec![
+        Arc::new(TestBackend::tcp(
+            "text",
+            raw_backend(RawReply::ok(vec![framed(false, &text)])).await,
+        )),
+        Arc::new(TestBackend::tcp("good", good)),
+    ];
+    let proxy = spawn_proxy(
+        StaticDirector::new(MERGED, backends),
+        ProxyConfig::default(),
+    )
+    .await;
+    let reply = multi_client(tcp_channel(proxy.addr))
+        .ping(ping("v"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.messages.len(), 2);
+    let (error, code) = error_of(&reply.messages[0]);
+    assert_eq!(code, Some(Code::Internal as i32));
+    assert!(error.contains("field 1"), "{error}");
+    assert_eq!(reply.messages[1].value, "v");
+}
+
+#[tokio::test]
 async fn subsets_of_targets_keep_the_requested_order() {
     let c = cluster(&[], ProxyConfig::default()).await;
     for targets in ["m3,m1", "m4", "m2,m0,m4,m1"] {

@@ -146,7 +146,7 @@ impl Backend for TestBackend {
     fn tag_reply(&self, shape: ReplyShape, message: Bytes) -> Result<Bytes, BoxError> {
         let field = self.info_field();
         match shape {
-            ReplyShape::Streamed => Ok(reply::append_to_streamed(&message, &field)),
+            ReplyShape::Streamed => Ok(reply::append_to_streamed(&message, &field)?),
             ReplyShape::Unary => Ok(reply::append_to_entries(&message, &field)?),
         }
     }

@@ -31,12 +31,20 @@ pub struct Proxy {
 }
 
 pub async fn spawn_proxy(director: impl Director, config: ProxyConfig) -> Proxy {
+    spawn_proxy_with(director, config, ServerConfig::default()).await
+}
+
+pub async fn spawn_proxy_with(
+    director: impl Director,
+    config: ProxyConfig,
+    server: ServerConfig,
+) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let proxy = TransparentProxy::with_config(director, config);
     tokio::spawn(async move {
-        serve(listener, proxy, &ServerConfig::default(), async {
+        serve(listener, proxy, &server, async {
             let _ = stopped.await;
         })
         .await
