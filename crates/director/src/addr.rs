@@ -73,9 +73,18 @@ impl FromStr for MachineAddr {
         if value.is_empty() {
             return Err(fail("it is empty"));
         }
+        let usable = |ip: Ipv6Addr| {
+            if ip.is_unspecified() {
+                Err(fail("the unspecified address names no machine"))
+            } else if ip.is_multicast() {
+                Err(fail("a multicast address names no machine"))
+            } else {
+                Ok(ip)
+            }
+        };
         let Some(rest) = value.strip_prefix('[') else {
             return match value.parse::<Ipv6Addr>() {
-                Ok(ip) => Ok(Self::new(ip)),
+                Ok(ip) => Ok(Self::new(usable(ip)?)),
                 Err(_)
                     if value.parse::<Ipv4Addr>().is_ok()
                         || value.parse::<SocketAddrV4>().is_ok() =>
@@ -92,7 +101,8 @@ impl FromStr for MachineAddr {
             .ok_or_else(|| fail("missing the closing `]`"))?;
         let ip = host
             .parse::<Ipv6Addr>()
-            .map_err(|_| fail("the part in brackets is not an IPv6 address"))?;
+            .map_err(|_| fail("the part in brackets is not an IPv6 address"))
+            .and_then(usable)?;
         let port = match after {
             "" => None,
             _ => {
@@ -160,6 +170,9 @@ mod tests {
             "[example.com]:1",
             " fd00::1",
             "fe80::1%eth0",
+            "::",
+            "[::]:51000",
+            "ff02::1",
         ] {
             let err = parse(bad).unwrap_err();
             assert_eq!(err.value, bad);

@@ -6,14 +6,15 @@
 //! | no `machines` / `machine` | one-to-one → local backend |
 //! | `proxy-authority` present (forwarded once already) | one-to-one → local backend (loop prevention) |
 //! | `machines: A` | one-to-one → A (local backend if A is this machine); one-to-many with `always_fan_out` |
-//! | `machines: A, B, …` (repeated entries and/or comma-separated) | one-to-many → each, in the given order, duplicates collapsed |
+//! | `machines: A, B, …` (repeated entries and/or comma-separated) | one-to-many → each, in the given order, duplicates collapsed (still one-to-many) |
 //! | `machines: *` (registry) | one-to-many → every machine |
 //! | `machine: A` | one-to-one → A, no metadata injected |
 //! | an empty value, a non-UTF-8 value, a value naming no machine, several `machine` values, both keys | `INVALID_ARGUMENT` naming the culprit |
 //!
-//! Which machines the values name is [`resolve`](crate::resolve)'s business;
-//! this module turns them into backends. Remote backends are cached per
-//! socket address so that every call to a machine shares one connection.
+//! Which machines the values name, and which may be dialled, is the
+//! `resolve` module's business; this one turns them into backends. Remote
+//! backends are cached per socket address so that every call to a machine
+//! shares one connection; the cache is bounded.
 //!
 //! Cached remotes are *forgotten*, not closed, by a flush or a registry reload:
 //! calls already routed to them (even those that have not connected yet) keep
@@ -28,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
+use ipnet::Ipv6Net;
 use switchyard_engine::{Backend, ChannelConfig, Director, Mode, ReplyShape, Route};
 use tonic::Status;
 
@@ -66,7 +68,17 @@ pub struct DirectorOptions {
     pub local_address: Option<MachineAddr>,
     /// Which methods stream their replies in fan-out.
     pub streamed: StreamedMethods,
+    /// Without a registry: the only networks machines may be dialled in;
+    /// `None` admits every mesh address (not loopback, link-local or IPv4).
+    pub allowed_networks: Option<Vec<Ipv6Net>>,
+    /// Most machines one call may name.
+    pub max_targets: usize,
+    /// Most remote machines kept in the connection cache.
+    pub max_cached_machines: usize,
 }
+
+/// Default of [`DirectorOptions::max_targets`].
+pub const DEFAULT_MAX_TARGETS: usize = 256;
 
 impl Default for DirectorOptions {
     fn default() -> Self {
@@ -77,6 +89,9 @@ impl Default for DirectorOptions {
             always_fan_out: false,
             local_address: None,
             streamed: StreamedMethods::none(),
+            allowed_networks: None,
+            max_targets: DEFAULT_MAX_TARGETS,
+            max_cached_machines: 4096,
         }
     }
 }
@@ -90,6 +105,8 @@ pub struct MachineDirector {
     remote_channel: ChannelConfig,
     always_fan_out: bool,
     streamed: StreamedMethods,
+    max_targets: usize,
+    max_cached_machines: usize,
     /// Lock order: `state`, then `remotes`.
     state: RwLock<State>,
     remotes: Mutex<HashMap<SocketAddrV6, Arc<RemoteBackend>>>,
@@ -99,6 +116,7 @@ pub struct MachineDirector {
 struct State {
     local_addr: Option<MachineAddr>,
     registry: Option<Arc<Registry>>,
+    allowed_networks: Option<Vec<Ipv6Net>>,
     closed: bool,
 }
 
@@ -120,9 +138,12 @@ impl MachineDirector {
             remote_channel: options.remote_channel,
             always_fan_out: options.always_fan_out,
             streamed: options.streamed,
+            max_targets: options.max_targets,
+            max_cached_machines: options.max_cached_machines.max(1),
             state: RwLock::new(State {
                 local_addr: options.local_address,
                 registry: options.registry.map(Arc::new),
+                allowed_networks: options.allowed_networks,
                 closed: false,
             }),
             remotes: Mutex::new(HashMap::new()),
@@ -174,6 +195,14 @@ impl MachineDirector {
     pub fn set_registry(&self, registry: Option<Registry>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.registry = registry.map(Arc::new);
+        self.apply(&state);
+    }
+
+    /// Replaces the networks machines may be dialled in without a registry;
+    /// cached remotes outside them are forgotten.
+    pub fn set_allowed_networks(&self, networks: Option<Vec<Ipv6Net>>) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        state.allowed_networks = networks;
         self.apply(&state);
     }
 
@@ -237,8 +266,9 @@ impl MachineDirector {
                 resolved.destinations.len()
             )));
         }
-        let fan_out = key == MACHINES
-            && (resolved.destinations.len() > 1 || resolved.wildcard || self.always_fan_out);
+        // A list stays a list, even when it names one machine twice.
+        let fan_out =
+            key == MACHINES && (values.len() > 1 || resolved.wildcard || self.always_fan_out);
         let mode = if fan_out {
             Mode::OneToMany(self.shape(method))
         } else {
@@ -273,6 +303,8 @@ impl MachineDirector {
             local: state.local_addr,
             registry: state.registry.as_deref(),
             remote_port: self.remote_port,
+            allowed_networks: state.allowed_networks.as_deref(),
+            max_targets: self.max_targets,
         }
     }
 
@@ -298,7 +330,9 @@ impl MachineDirector {
     }
 
     /// The cached backend for `socket`, created (or replaced, when its info
-    /// changed) as needed.
+    /// changed) as needed. At the cache's bound, machines without an open
+    /// connection are forgotten first, then others (their running calls
+    /// finish).
     fn remote(
         &self,
         remotes: &mut HashMap<SocketAddrV6, Arc<RemoteBackend>>,
@@ -309,6 +343,18 @@ impl MachineDirector {
             && *backend.info() == info
         {
             return backend.clone();
+        }
+        if remotes.len() >= self.max_cached_machines {
+            remotes.retain(|_, backend| backend.is_connected());
+            if remotes.len() >= self.max_cached_machines
+                && let Some(evicted) = remotes.keys().next().copied()
+            {
+                remotes.remove(&evicted);
+            }
+            tracing::debug!(
+                cached = remotes.len(),
+                "remote cache at its bound; idle machines forgotten"
+            );
         }
         let backend = Arc::new(RemoteBackend::new(
             socket,

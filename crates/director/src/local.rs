@@ -96,6 +96,7 @@ impl Backend for LocalBackend {
                 .upstream(request.headers.clone())
                 .await
                 .map_err(|err| {
+                    tracing::debug!(socket = %self.socket_path.display(), error = %err, "local gRPC server unreachable");
                     let info = self.info();
                     let machine = if info.addr.is_empty() {
                         "this machine".to_owned()
@@ -103,8 +104,7 @@ impl Backend for LocalBackend {
                         format!("this machine ({})", info.addr)
                     };
                     Status::unavailable(format!(
-                        "{machine}: local gRPC server at {} is unreachable: {err}",
-                        self.socket_path.display()
+                        "{machine}: local gRPC server is unreachable"
                     ))
                 })
         })
@@ -169,7 +169,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unreachable_socket_is_unavailable_naming_machine_and_socket() {
+    async fn unreachable_socket_is_unavailable_naming_the_machine() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing.sock");
         let backend = LocalBackend::new(
@@ -179,15 +179,12 @@ mod tests {
         );
         let err = backend.connect(&parts(&[])).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);
-        assert!(err.message().contains("fd00::1"), "{}", err.message());
-        assert!(
-            err.message().contains(&path.display().to_string()),
-            "{}",
-            err.message()
+        assert_eq!(
+            err.message(),
+            "this machine (fd00::1): local gRPC server is unreachable"
         );
         backend.close();
         let err = backend.connect(&parts(&[])).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);
-        assert!(err.message().contains("closed"), "{}", err.message());
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
-use switchyard_engine::{Address, Backend, BoxError, Channel, ChannelConfig, ReplyShape, Upstream};
+use switchyard_engine::{
+    Address, Backend, BoxError, Channel, ChannelConfig, ConnectError, ReplyShape, Upstream,
+};
 use tonic::Status;
 
 use crate::director::{MACHINE, MACHINES};
@@ -61,6 +63,11 @@ impl RemoteBackend {
     /// Whether the last connection attempt failed and calls fail fast.
     pub fn is_down(&self) -> bool {
         self.channel.is_down()
+    }
+
+    /// Whether a connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.channel.is_connected()
     }
 
     /// Forgets the connection and stops reconnecting. Running calls keep
@@ -109,12 +116,16 @@ impl Backend for RemoteBackend {
                 .upstream(forwarded_headers(request))
                 .await
                 .map_err(|err| {
-                    let down = if self.channel.is_down() {
-                        " (marked down; reconnecting in the background)"
-                    } else {
-                        ""
-                    };
-                    Status::unavailable(format!("machine {self}: {err}{down}"))
+                    // The detail (OS errors, timeouts) is logged by the
+                    // channel; callers get one message whatever the cause, so
+                    // the proxy cannot be used to probe ports.
+                    tracing::debug!(machine = %self, error = %err, "machine unreachable");
+                    match err {
+                        ConnectError::Tls { message, .. } => {
+                            Status::unavailable(format!("machine {self} unreachable: {message}"))
+                        }
+                        _ => Status::unavailable(format!("machine {self} unreachable")),
+                    }
                 })
         })
     }
@@ -217,17 +228,14 @@ mod tests {
         let req = request("/pkg.Service/Method", &[]);
         let err = backend.connect(&req).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);
-        assert!(err.message().contains("machine ::1"), "{}", err.message());
+        // One message whatever the cause: no OS detail for a port scanner.
+        assert_eq!(err.message(), "machine ::1 unreachable");
         assert!(backend.is_down());
         let again = tokio::time::timeout(Duration::from_millis(100), backend.connect(&req))
             .await
             .expect("a machine known down fails fast")
             .unwrap_err();
-        assert!(
-            again.message().contains("marked down"),
-            "{}",
-            again.message()
-        );
+        assert_eq!(again.message(), "machine ::1 unreachable");
         backend.close();
     }
 }

@@ -1,15 +1,25 @@
 //! Which machines the values of `machines` / `machine` metadata name: one
-//! flat resolver, a pure function of this machine's address, the registry
-//! and the remote port, so it is tested without sockets.
+//! flat resolver, a pure function of this machine's address, the registry,
+//! the address policy and the remote port, so it is tested without sockets.
 //!
 //! The rule: with a registry, a value names a registered machine by its ID,
 //! its name or an address reaching the same socket ([`Registry::find`]), or
-//! this machine by its own address; `*` names every registered machine.
-//! Without a registry, a value is an address. Either way a machine named
-//! twice counts once, in the order of first mention.
+//! this machine by its own address; `*` names every registered machine, and
+//! nothing else is reachable. Without a registry, a value is an IPv6 address
+//! without a port (machines listen on the remote port; a caller never chooses
+//! one), and only a *mesh* address: loopback, link-local, IPv4-mapped and
+//! IPv4-compatible addresses are refused unless `allowed_networks` admits
+//! them, and with `allowed_networks` set only addresses inside it are
+//! dialled. Either way a machine named twice counts once, in the order of
+//! first mention, and a call names at most `max_targets` machines.
+//!
+//! Error messages name the first few culprits only, each shortened, so a
+//! caller cannot make the proxy echo a huge header back.
 
 use std::fmt;
-use std::net::SocketAddrV6;
+use std::net::{Ipv6Addr, SocketAddrV6};
+
+use ipnet::Ipv6Net;
 
 use crate::addr::MachineAddr;
 use crate::registry::{Machine, Registry};
@@ -38,51 +48,104 @@ pub(crate) struct Resolved {
 pub(crate) enum ResolveError {
     /// With a registry: values it does not know (each once, in order).
     Unknown(Vec<String>),
-    /// Without a registry: values that are not machine addresses.
-    NotAddresses(Vec<String>),
+    /// Without a registry: why values are not machines this proxy may dial.
+    NotAllowed(Vec<String>),
     /// `*` with an empty registry.
     EmptyRegistry,
+    /// More machines than a call may name.
+    TooMany {
+        /// How many were named.
+        named: usize,
+        /// The bound.
+        max: usize,
+    },
 }
+
+/// How many culprits an error names before "and N more".
+const CULPRITS: usize = 5;
+/// How much of one culprit an error shows.
+const CULPRIT_CHARS: usize = 64;
 
 impl fmt::Display for ResolveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Unknown(values) => write!(f, "names unknown machines: {}", quoted(values)),
-            Self::NotAddresses(errors) => write!(
+            Self::Unknown(values) => {
+                let quoted: Vec<String> =
+                    values.iter().map(|v| format!("{:?}", short(v))).collect();
+                write!(f, "names unknown machines: {}", culprits(&quoted, ", "))
+            }
+            Self::NotAllowed(errors) => write!(
                 f,
-                ": {} (machine names, IDs and \"*\" need a machine registry)",
-                errors.join("; ")
+                "is refused: {} (machine names, IDs and \"*\" need a machine registry)",
+                culprits(errors, "; ")
             ),
             Self::EmptyRegistry => {
                 f.write_str("\"*\" matches no machine: the machine registry is empty")
             }
+            Self::TooMany { named, max } => write!(
+                f,
+                "names {named} machines; a call may name at most {max} (max_targets)"
+            ),
         }
+    }
+}
+
+/// The first [`CULPRITS`] items joined by `separator`, then "and N more".
+fn culprits(items: &[String], separator: &str) -> String {
+    let mut text = items
+        .iter()
+        .take(CULPRITS)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(separator);
+    if items.len() > CULPRITS {
+        text.push_str(&format!(" and {} more", items.len() - CULPRITS));
+    }
+    text
+}
+
+/// `value` cut to [`CULPRIT_CHARS`] characters.
+fn short(value: &str) -> String {
+    match value.char_indices().nth(CULPRIT_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_owned(),
     }
 }
 
 /// `"a", "b"`.
 pub(crate) fn quoted<S: AsRef<str>>(values: &[S]) -> String {
-    values
+    let items: Vec<String> = values
         .iter()
-        .map(|v| format!("{:?}", v.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .map(|v| format!("{:?}", short(v.as_ref())))
+        .collect();
+    culprits(&items, ", ")
 }
 
-/// A snapshot of what names mean.
+/// A snapshot of what names mean and which addresses may be dialled.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Resolver<'a> {
     /// This machine's address, if known.
     pub(crate) local: Option<MachineAddr>,
     /// The registry, if any.
     pub(crate) registry: Option<&'a Registry>,
-    /// The port of machines whose address has none.
+    /// The port every machine's Switchyard listens on.
     pub(crate) remote_port: u16,
+    /// Without a registry: the only networks dialled, when set.
+    pub(crate) allowed_networks: Option<&'a [Ipv6Net]>,
+    /// Most machines one call may name.
+    pub(crate) max_targets: usize,
 }
 
 impl Resolver<'_> {
     /// The machines `values` name.
     pub(crate) fn resolve(&self, values: &[&str]) -> Result<Resolved, ResolveError> {
+        let too_many = |named| ResolveError::TooMany {
+            named,
+            max: self.max_targets,
+        };
+        if values.len() > self.max_targets {
+            return Err(too_many(values.len()));
+        }
         let mut destinations: Vec<Destination> = Vec::new();
         let mut wildcard = false;
         let mut failed: Vec<String> = Vec::new();
@@ -106,21 +169,56 @@ impl Resolver<'_> {
                     None if failed.iter().any(|f| f == value) => {}
                     None => failed.push(value.to_owned()),
                 },
-                None => match value.parse::<MachineAddr>() {
-                    Ok(addr) => push(self.address(addr.socket_addr(self.remote_port))),
-                    Err(err) => failed.push(err.to_string()),
+                None => match self.dialable(value) {
+                    Ok(destination) => push(destination),
+                    Err(err) => failed.push(err),
                 },
             }
         }
         match self.registry {
-            _ if failed.is_empty() && destinations.is_empty() => Err(ResolveError::EmptyRegistry),
-            _ if failed.is_empty() => Ok(Resolved {
+            _ if !failed.is_empty() && self.registry.is_some() => {
+                Err(ResolveError::Unknown(failed))
+            }
+            _ if !failed.is_empty() => Err(ResolveError::NotAllowed(failed)),
+            _ if destinations.is_empty() => Err(ResolveError::EmptyRegistry),
+            _ if destinations.len() > self.max_targets => Err(too_many(destinations.len())),
+            _ => Ok(Resolved {
                 destinations,
                 wildcard,
             }),
-            Some(_) => Err(ResolveError::Unknown(failed)),
-            None => Err(ResolveError::NotAddresses(failed)),
         }
+    }
+
+    /// Without a registry: the destination `value` names, if it is one this
+    /// proxy may dial.
+    fn dialable(&self, value: &str) -> Result<Destination, String> {
+        let shown = short(value);
+        let addr = value
+            .parse::<MachineAddr>()
+            .map_err(|e| format!("{:?} is not a machine address: {}", shown, e.reason))?;
+        if self.is_local(value) {
+            return Ok(Destination::Local);
+        }
+        if addr.port.is_some() {
+            return Err(format!(
+                "{shown:?} has a port: machines are reached on the remote port, name them by address only"
+            ));
+        }
+        let allowed = match self.allowed_networks {
+            Some(networks) => networks.iter().any(|n| n.contains(&addr.ip)),
+            None => special(addr.ip).is_none(),
+        };
+        if !allowed {
+            let why = match (self.allowed_networks, special(addr.ip)) {
+                (Some(_), _) => "it is outside allowed_networks".to_owned(),
+                (None, Some(kind)) => format!(
+                    "it is a {kind} address, not a mesh address (allowed_networks can admit it)"
+                ),
+                (None, None) => unreachable!("allowed"),
+            };
+            return Err(format!("{shown:?} may not be dialled: {why}"));
+        }
+        Ok(self.address(addr.socket_addr(self.remote_port)))
     }
 
     /// What this machine's replies are tagged with.
@@ -136,12 +234,19 @@ impl Resolver<'_> {
     }
 
     /// What the machine at `socket` is tagged with, or `None` when `socket`
-    /// is not a remote machine (it is this one, or not registered).
+    /// is not a remote machine any more (it is this one, not registered, or
+    /// no longer allowed).
     pub(crate) fn remote_info(&self, socket: SocketAddrV6) -> Option<MachineInfo> {
         match self.address(socket) {
-            Destination::Remote(_, info) if self.registry.is_none() => Some(info),
-            Destination::Remote(..) => self.registered(socket).map(|m| self.info(m)),
             Destination::Local => None,
+            Destination::Remote(..) if self.registry.is_some() => {
+                self.registered(socket).map(|m| self.info(m))
+            }
+            Destination::Remote(_, info) => self
+                .dialable(&info.addr)
+                .ok()
+                .filter(|d| *d != Destination::Local)
+                .map(|_| info),
         }
     }
 
@@ -187,120 +292,22 @@ impl Resolver<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn registry() -> Registry {
-        let machine = |id: &str, name: &str, addr: &str| Machine {
-            id: id.into(),
-            name: name.into(),
-            addr: addr.parse().unwrap(),
-        };
-        Registry::new(vec![
-            machine("m-1", "alpha", "fd00::1"),
-            machine("m-2", "beta", "[fd00::2]:51001"),
-            machine("m-3", "gamma", "fd00::3"),
-        ])
-        .unwrap()
-    }
-
-    fn socket(s: &str) -> SocketAddrV6 {
-        s.parse().unwrap()
-    }
-
-    fn remote(s: &str, info: MachineInfo) -> Destination {
-        Destination::Remote(socket(s), info)
-    }
-
-    fn named(addr: &str, id: &str, name: &str) -> MachineInfo {
-        MachineInfo {
-            addr: addr.into(),
-            id: id.into(),
-            name: name.into(),
-        }
-    }
-
-    #[test]
-    fn registry_values_are_ids_names_sockets_and_star() {
-        let registry = registry();
-        let r = Resolver {
-            local: Some("fd00::1".parse().unwrap()),
-            registry: Some(&registry),
-            remote_port: 51000,
-        };
-        let got = r
-            .resolve(&["gamma", "m-2", "[fd00::3]:51000", "fd00::1", "*"])
-            .unwrap();
-        assert_eq!(
-            got.destinations,
-            [
-                remote("[fd00::3]:51000", named("fd00::3", "m-3", "gamma")),
-                remote("[fd00::2]:51001", named("[fd00::2]:51001", "m-2", "beta")),
-                Destination::Local,
-            ]
-        );
-        assert!(got.wildcard);
-        assert_eq!(
-            r.resolve(&["delta", "fd00::2", "delta", "10.0.0.1"]),
-            Err(ResolveError::Unknown(vec![
-                "delta".into(),
-                "fd00::2".into(),
-                "10.0.0.1".into()
-            ]))
-        );
-        assert_eq!(r.local_info(), named("fd00::1", "m-1", "alpha"));
-        assert_eq!(r.remote_info(socket("[fd00::1]:51000")), None);
-        assert_eq!(r.remote_info(socket("[fd00::9]:51000")), None);
-    }
-
-    #[test]
-    fn this_machine_is_reachable_even_unregistered() {
-        let registry = registry();
-        let r = Resolver {
-            local: Some("fd00::42".parse().unwrap()),
-            registry: Some(&registry),
-            remote_port: 51000,
-        };
-        let got = r.resolve(&["[fd00::42]", "beta"]).unwrap();
-        assert_eq!(got.destinations[0], Destination::Local);
-        assert_eq!(r.local_info(), MachineInfo::from_addr("fd00::42"));
-    }
-
-    #[test]
-    fn without_registry_values_are_addresses() {
-        let r = Resolver {
-            local: Some("fd00::1".parse().unwrap()),
-            registry: None,
-            remote_port: 51000,
-        };
-        let got = r
-            .resolve(&["fd00::3", "[fd00::1]:51000", "FD00::3"])
-            .unwrap();
-        assert_eq!(
-            got.destinations,
-            [
-                remote("[fd00::3]:51000", MachineInfo::from_addr("fd00::3")),
-                Destination::Local
-            ]
-        );
-        assert!(!got.wildcard);
-        let err = r.resolve(&["alpha", "fd00::2", "*"]).unwrap_err();
-        assert!(
-            matches!(&err, ResolveError::NotAddresses(e) if e.len() == 2),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("need a machine registry"), "{err}");
-    }
-
-    #[test]
-    fn star_with_an_empty_registry_names_nothing() {
-        let empty = Registry::new(Vec::new()).unwrap();
-        let r = Resolver {
-            local: None,
-            registry: Some(&empty),
-            remote_port: 51000,
-        };
-        assert_eq!(r.resolve(&["*"]), Err(ResolveError::EmptyRegistry));
+/// The kind of an address that is not a mesh address: these reach this
+/// host, its link, or IPv4 space rather than another machine.
+fn special(ip: Ipv6Addr) -> Option<&'static str> {
+    let segments = ip.segments();
+    if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_unicast_link_local() {
+        Some("link-local")
+    } else if ip.to_ipv4_mapped().is_some() {
+        Some("IPv4-mapped")
+    } else if segments[..6] == [0; 6] {
+        Some("IPv4-compatible")
+    } else {
+        None
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::server::ConnectionLimit;
 use crate::tls::TlsStore;
 
 /// Default limit of one message, each way.
@@ -108,9 +109,10 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// HTTP/2 streams allowed per connection.
     pub max_concurrent_streams: u32,
-    /// Connections open at once per listener; at the cap a new one evicts
-    /// the oldest connection still in its handshake, or is refused.
-    pub max_connections: usize,
+    /// Connections open at once (shared by every listener served with this
+    /// configuration); at the cap a new one evicts the oldest connection
+    /// still in its handshake, or is refused.
+    pub connections: ConnectionLimit,
     /// Bound of a connection's handshake: TLS, then the HTTP/2 preface and
     /// the client's SETTINGS.
     pub handshake_timeout: Duration,
@@ -125,7 +127,7 @@ impl Default for ServerConfig {
         Self {
             grace_period: Duration::from_secs(10),
             max_concurrent_streams: 1024,
-            max_connections: 1024,
+            connections: ConnectionLimit::new(1024),
             handshake_timeout: Duration::from_secs(10),
             http2: Http2Settings::SERVER,
             tls: None,

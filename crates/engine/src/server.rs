@@ -105,7 +105,7 @@ pub async fn serve<S, B>(
     };
     let serving = Serving {
         builder: builder(config),
-        admission: Arc::new(Admission::new(config.max_connections)),
+        admission: config.connections.0.clone(),
         handshake_timeout: config.handshake_timeout,
         tls,
     };
@@ -354,8 +354,31 @@ where
     }
 }
 
-/// The open connections of one listener, and which are still in their
-/// handshake (oldest first), for the cap and eviction.
+/// A bound on open connections, shared by every listener served with the
+/// same [`ServerConfig`] (clones share it): file descriptors are a process
+/// resource.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimit(Arc<Admission>);
+
+impl ConnectionLimit {
+    /// At most `max` connections open at once.
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Admission::new(max)))
+    }
+
+    /// The bound.
+    pub fn max(&self) -> usize {
+        self.0.max
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.0.state().open
+    }
+}
+
+/// The open connections, and which are still in their handshake (oldest
+/// first), for the cap and eviction.
 #[derive(Debug)]
 struct Admission {
     max: usize,

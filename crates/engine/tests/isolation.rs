@@ -117,7 +117,7 @@ async fn idle_and_half_open_connections_cannot_lock_callers_out() {
         StaticDirector::one(TestBackend::tcp("backend", addr)),
         ProxyConfig::default(),
         ServerConfig {
-            max_connections: 20,
+            connections: switchyard_engine::server::ConnectionLimit::new(20),
             handshake_timeout: Duration::from_secs(1),
             ..ServerConfig::default()
         },

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use switchyard_director::{DirectorOptions, MachineDirector};
-use switchyard_engine::server::{Listener, serve};
+use switchyard_engine::server::{ConnectionLimit, Listener, serve};
 use switchyard_engine::{Address, ChannelConfig, ProxyConfig, ServerConfig, TransparentProxy};
 use tokio::sync::Notify;
 use tokio::sync::watch;
@@ -69,6 +69,8 @@ impl Daemon {
             always_fan_out: start.always_fan_out,
             local_address: settings.live.local_address,
             streamed: streamed.detector(&start.streamed_methods),
+            allowed_networks: settings.live.allowed_networks.clone(),
+            max_targets: start.max_targets.0,
             ..DirectorOptions::default()
         };
         let director = Arc::new(MachineDirector::new(
@@ -87,11 +89,14 @@ impl Daemon {
             director.clone(),
             ProxyConfig {
                 max_message_size: start.max_message_size.0,
+                request_stall_timeout: start.request_stall_secs.into(),
                 ..ProxyConfig::default()
             },
         );
         let server = ServerConfig {
             grace_period: start.shutdown_grace_secs.into(),
+            connections: ConnectionLimit::new(settings.max_connections()),
+            handshake_timeout: start.handshake_timeout_secs.into(),
             ..ServerConfig::default()
         };
         let (stop, stopped) = watch::channel(false);
@@ -130,6 +135,8 @@ impl Daemon {
     pub fn reload(&self, live: &LiveSettings) {
         self.director.set_registry(live.machines.clone());
         self.director.set_local_address(live.local_address);
+        self.director
+            .set_allowed_networks(live.allowed_networks.clone());
         self.rediscover.notify_one();
         tracing::info!(
             machines = live.machines.as_ref().map_or(0, |r| r.machines().len()),

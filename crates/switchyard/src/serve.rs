@@ -11,6 +11,12 @@ use crate::daemon::Daemon;
 /// Reads the settings, builds the runtime they ask for and runs the daemon
 /// on it until SIGTERM or ctrl-c.
 pub fn main(options: Options) -> anyhow::Result<()> {
+    // Connections cost file descriptors: take every one the system allows
+    // before the connection bound is derived from them.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit raised"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
     let settings = Settings::load(&options)?;
     runtime(settings.start.worker_threads.0)?.block_on(run(options, settings))
 }
@@ -41,6 +47,7 @@ pub async fn run(options: Options, settings: Settings) -> anyhow::Result<()> {
         listen = ?settings.listeners().iter().map(ToString::to_string).collect::<Vec<_>>(),
         local_socket = %settings.start.local_socket.display(),
         remote_port = settings.start.remote_port,
+        max_connections = settings.max_connections(),
         "switchyard started"
     );
     loop {

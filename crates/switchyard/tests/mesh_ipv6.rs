@@ -188,8 +188,14 @@ async fn distinct_addresses_on_the_same_port() {
         assert_eq!(d.proxy_authority, via, "{d:?}");
     }
 
-    // The explicit `[ip]:port` form is the same machine, with the same tag.
-    let bracketed = format!("[{}]:{port}, {}", ips[2], names[1]);
+    // A caller never chooses a port: `[ip]:port` is refused, `[ip]` is the
+    // same machine with the same tag.
+    let with_port = format!("[{}]:{port}", ips[2]);
+    let status = call_describe(&mut client, &[("machines", &with_port)])
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::InvalidArgument, &["has a port"]);
+    let bracketed = format!("[{}], {}", ips[2], names[1]);
     let reply = call_describe(&mut client, &[("machines", &bracketed)])
         .await
         .unwrap();

@@ -183,10 +183,10 @@ fn this_machines_own_address_is_the_local_backend() {
         assert!(is_local(&d, &backends[0]), "{value}");
     }
     assert!(d.cached_remotes().is_empty());
-    // Same IP, other port: another machine (e.g. several on ::1).
-    let (_, backends) = route(&d, &[("machines", "[fd00::1]:51001")]).unwrap();
-    assert!(!is_local(&d, &backends[0]));
-    assert_eq!(names(&backends), ["[fd00::1]:51001"]);
+    // Same IP, another port: not this machine, and without a registry a
+    // caller may not choose a port.
+    let message = rejected(&d, &[("machines", "[fd00::1]:51001")]);
+    assert!(message.contains("has a port"), "{message}");
 }
 
 #[test]
@@ -246,17 +246,15 @@ fn duplicate_machines_collapse() {
     assert_eq!(
         routed(
             &d,
-            &[(
-                "machines",
-                "fd00::2, FD00::2, [fd00::2]:51000, fd00::3, fd00::2"
-            )]
+            &[("machines", "fd00::2, FD00::2, [fd00::2], fd00::3, fd00::2")]
         ),
         (FAN_OUT, vec!["fd00::2".into(), "fd00::3".into()])
     );
-    // Collapsing to one target is one-to-one.
+    // A list that names one machine twice is still a list: the tagged
+    // fan-out shape, with that machine once.
     assert_eq!(
         routed(&d, &[("machines", "fd00::1, [fd00::1]")]),
-        (Mode::OneToOne, vec!["fd00::1".into()])
+        (FAN_OUT, vec!["fd00::1".into()])
     );
 }
 
@@ -264,7 +262,7 @@ fn duplicate_machines_collapse() {
 fn remote_backends_are_cached_per_socket_address() {
     let d = director();
     let (_, first) = route(&d, &[("machines", "fd00::2, fd00::3")]).unwrap();
-    let (_, second) = route(&d, &[("machines", "[fd00::2]:51000")]).unwrap();
+    let (_, second) = route(&d, &[("machines", "[fd00::2]")]).unwrap();
     assert!(Arc::ptr_eq(&first[0], &second[0]));
     assert_eq!(d.cached_remotes().len(), 2);
 }
@@ -578,8 +576,8 @@ fn registry_reload_prunes_removed_and_changed_machines() {
     d.set_registry(None);
     assert!(d.cached_remotes().is_empty());
     assert!(route(&d, &[("machines", "bravo")]).is_err());
-    let (_, plain) = route(&d, &[("machines", "[fd00::2]:51001")]).unwrap();
-    assert_eq!(metadata_of(&plain[0]), metadata("[fd00::2]:51001", "", ""));
+    let (_, plain) = route(&d, &[("machines", "fd00::2")]).unwrap();
+    assert_eq!(metadata_of(&plain[0]), metadata("fd00::2", "", ""));
 }
 
 #[test]
@@ -587,15 +585,18 @@ fn custom_remote_port() {
     let d = MachineDirector::new(SOCKET, 7000, DirectorOptions::default());
     d.set_local_address(addr("fd00::1"));
     assert_eq!(d.remote_port(), 7000);
-    let (_, backends) = route(&d, &[("machines", "fd00::2, [fd00::3]:51000")]).unwrap();
-    assert_eq!(names(&backends), ["fd00::2", "[fd00::3]:51000"]);
+    let (_, backends) = route(&d, &[("machines", "fd00::2, fd00::3")]).unwrap();
+    assert_eq!(names(&backends), ["fd00::2", "fd00::3"]);
     assert_eq!(
         d.cached_remotes(),
         [
             "[fd00::2]:7000".parse().unwrap(),
-            "[fd00::3]:51000".parse().unwrap()
+            "[fd00::3]:7000".parse().unwrap()
         ]
     );
+    // Only the remote port is ever dialled: a caller cannot pick another.
+    let message = rejected(&d, &[("machines", "[fd00::3]:51000")]);
+    assert!(message.contains("has a port"), "{message}");
     let (_, backends) = route(&d, &[("machines", "[fd00::1]:7000")]).unwrap();
     assert!(is_local(&d, &backends[0]));
 }

@@ -18,6 +18,7 @@ use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
+use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 use smart_default::SmartDefault;
 use switchyard_director::{DEFAULT_REMOTE_PORT, MachineAddr, Registry};
@@ -33,6 +34,9 @@ pub const DEFAULT_WORKER_THREADS: usize = 1;
 
 /// Most runtime threads: a bound that catches typos such as `1000`.
 pub const MAX_WORKER_THREADS: usize = 256;
+
+/// Bound of counts that have no natural bound (targets, connections).
+pub const MAX_COUNT: usize = 1 << 20;
 
 /// What a user can set, from flags of `switchyard serve` or keys of the
 /// configuration file; unset options take their [`Settings`] default.
@@ -86,6 +90,27 @@ pub struct Options {
     /// of calls per second, and a single thread needs no cross-thread wakeups].
     #[arg(long, value_name = "N")]
     pub worker_threads: Option<Count<MAX_WORKER_THREADS>>,
+    /// A network (CIDR) that machines named by address may be in;
+    /// repeatable. When set, only addresses inside these are dialled;
+    /// otherwise any mesh address (not loopback, link-local or IPv4). Not
+    /// used with a registry, which names every reachable machine.
+    #[arg(long = "allowed-network", value_name = "CIDR")]
+    pub allowed_networks: Option<Vec<Ipv6Net>>,
+    /// Most machines one call may name [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_targets: Option<Count<MAX_COUNT>>,
+    /// Most connections open at once [default: three quarters of the
+    /// open-file limit, which is raised to its maximum at start].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<Count<MAX_COUNT>>,
+    /// How long a new connection may take to finish its handshake (TLS, the
+    /// HTTP/2 preface and SETTINGS), in seconds [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub handshake_timeout_secs: Option<Secs>,
+    /// How long a machine in a streaming fan-out may leave the request
+    /// unread before it is dropped from the call, in seconds [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub request_stall_secs: Option<Secs>,
     /// The machine registry (file only): `[[machines]]` tables with `id`,
     /// `name` and `addr`.
     #[arg(skip)]
@@ -136,6 +161,18 @@ pub struct StartSettings {
     /// Runtime threads.
     #[default(Count(DEFAULT_WORKER_THREADS))]
     pub worker_threads: Count<MAX_WORKER_THREADS>,
+    /// Most machines one call may name.
+    #[default(Count(switchyard_director::director::DEFAULT_MAX_TARGETS))]
+    pub max_targets: Count<MAX_COUNT>,
+    /// Most connections open at once; `None` derives it from the open-file
+    /// limit ([`Settings::max_connections`]).
+    pub max_connections: Option<Count<MAX_COUNT>>,
+    /// Handshake bound of new connections.
+    #[default(Secs(std::time::Duration::from_secs(10)))]
+    pub handshake_timeout_secs: Secs,
+    /// How long a fan-out machine may leave the request unread.
+    #[default(Secs(std::time::Duration::from_secs(5)))]
+    pub request_stall_secs: Secs,
 }
 
 /// Settings a reload (SIGHUP) applies without dropping running calls.
@@ -146,6 +183,8 @@ pub struct LiveSettings {
     pub local_address: Option<MachineAddr>,
     /// The machine registry, if any.
     pub machines: Option<Registry>,
+    /// Without a registry: the networks machines may be dialled in.
+    pub allowed_networks: Option<Vec<Ipv6Net>>,
 }
 
 impl Settings {
@@ -178,20 +217,40 @@ impl Settings {
         if settings.start.listen.as_ref().is_some_and(Vec::is_empty) {
             bail!("listen: the list is empty");
         }
+        if settings.listeners().is_empty() {
+            bail!(
+                "listen: nothing to listen on: give --listen, or --local-address for the \
+                 default listener [local_address]:remote_port"
+            );
+        }
         Ok(settings)
     }
 
-    /// The addresses to listen on: those configured, or `[::]:<remote-port>`.
+    /// The addresses to listen on: those configured, or by default this
+    /// machine's own address on the remote port (never every interface).
     pub fn listeners(&self) -> Vec<Address> {
-        match &self.start.listen {
-            Some(listen) => listen.iter().map(|l| l.0.clone()).collect(),
-            None => vec![Address::Tcp(
-                (
-                    std::net::Ipv6Addr::UNSPECIFIED,
-                    self.start.remote_port.get(),
-                )
-                    .into(),
+        match (&self.start.listen, self.live.local_address) {
+            (Some(listen), _) => listen.iter().map(|l| l.0.clone()).collect(),
+            (None, Some(local)) => vec![Address::Tcp(
+                local.socket_addr(self.start.remote_port.get()).into(),
             )],
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The connection bound: configured, or three quarters of the open-file
+    /// limit (the rest is for connections to machines, the local server and
+    /// files), at least 16.
+    pub fn max_connections(&self) -> usize {
+        match self.start.max_connections {
+            Some(Count(n)) => n,
+            None => {
+                let files =
+                    rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+                usize::try_from(files / 4 * 3)
+                    .unwrap_or(usize::MAX)
+                    .clamp(16, MAX_COUNT)
+            }
         }
     }
 

@@ -14,6 +14,14 @@ fn args() -> Options {
     }
 }
 
+/// [`args`] with a listener, for tests about other settings.
+fn listening() -> Options {
+    Options {
+        listen: Some(vec!["[::1]:51000".parse().unwrap()]),
+        ..args()
+    }
+}
+
 /// Parses `flags` as `switchyard serve` does.
 fn flags(flags: &[&str]) -> Result<Options, clap::Error> {
     #[derive(Debug, clap::Parser)]
@@ -43,9 +51,15 @@ fn listen(text: &str) -> Listen {
 
 #[test]
 fn defaults() {
-    let s = Settings::merge(&args(), &Options::default()).unwrap();
+    let s = Settings::merge(&args(), &file(r#"local_address = "fd00::1""#)).unwrap();
     assert_eq!(s.start.remote_port.get(), 51000);
-    assert_eq!(s.listeners(), [Address::Tcp("[::]:51000".parse().unwrap())]);
+    // This machine's address on the remote port: never every interface.
+    assert_eq!(
+        s.listeners(),
+        [Address::Tcp("[fd00::1]:51000".parse().unwrap())]
+    );
+    assert_eq!(s.start.max_targets.0, 256);
+    assert!(s.max_connections() >= 16);
     assert_eq!(s.start.socket_mode, SocketMode(0o660));
     assert_eq!(s.start.max_message_size, MessageSize(32 * 1024 * 1024));
     assert_eq!(
@@ -95,7 +109,7 @@ fn flags_override_the_file() {
 
 #[test]
 fn boolean_flags_are_switches_over_the_file() {
-    let text = "local_socket = \"/x\"\nalways_fan_out = false\ndetect_streamed_methods = true\n";
+    let text = "local_socket = \"/x\"\nlisten = [\"unix:/s\"]\nalways_fan_out = false\ndetect_streamed_methods = true\n";
     let s = Settings::merge(&Options::default(), &file(text)).unwrap();
     assert!(!s.start.always_fan_out && s.start.detect_streamed_methods);
     let a = flags(&["--always-fan-out", "--no-detect-streamed-methods"]).unwrap();
@@ -110,9 +124,22 @@ fn boolean_flags_are_switches_over_the_file() {
 }
 
 #[test]
+fn without_an_address_only_the_listeners_given() {
+    let err = Settings::merge(&args(), &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("listen:"), "{err}");
+    let s = Settings::merge(&args(), &file(r#"listen = ["unix:/run/s.sock"]"#)).unwrap();
+    assert_eq!(s.listeners(), [Address::Unix("/run/s.sock".into())]);
+}
+
+#[test]
 fn every_bad_value_names_its_setting() {
     let a = args();
     assert!(error(&Options::default(), "").starts_with("local_socket:"));
+    assert!(error(&a, r#"allowed_networks = ["fd00::/129"]"#).starts_with("allowed_networks:"));
+    assert!(error(&a, "max_targets = 0").starts_with("max_targets:"));
+    assert!(error(&a, "handshake_timeout_secs = 0").starts_with("handshake_timeout_secs:"));
     assert!(error(&a, r#"listen = ["nowhere"]"#).starts_with("listen:"));
     assert!(error(&a, "listen = []").starts_with("listen:"));
     assert!(error(&a, "remote_port = 0").starts_with("remote_port:"));
@@ -187,8 +214,8 @@ fn flags_are_checked_by_the_same_types() {
 
 #[test]
 fn reload_names_what_needs_a_restart() {
-    let running = Settings::merge(&args(), &Options::default()).unwrap();
-    let same = Settings::merge(&args(), &file(r#"local_address = "fd00::1""#)).unwrap();
+    let running = Settings::merge(&listening(), &Options::default()).unwrap();
+    let same = Settings::merge(&listening(), &file(r#"local_address = "fd00::1""#)).unwrap();
     assert!(same.needing_restart(&running).is_empty());
     let changed = Settings::merge(
         &args(),
