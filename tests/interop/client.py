@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
 """Interop check: a Python grpcio client speaking switchyard.test.v1.TestService.
 
-Point it at a test server or at a Switchyard proxy in front of one:
+Point it at a test server or at a Switchyard proxy in front of one, over TCP
+or a Unix socket (with grpcio's default channel options, which send the
+%-encoded socket path as the HTTP/2 :authority):
 
     pip install -r tests/interop/requirements.txt
     python3 tests/interop/client.py --target 127.0.0.1:50051
+    python3 tests/interop/client.py --target unix:/run/switchyard.sock --fan-out alpha,beta
+
+With --fan-out, the MultiService checks call every named machine through
+Switchyard (`machines` metadata) and check that each reply entry is tagged
+with its machine, in the order named.
 
 Stubs are generated at run time with grpc_tools.protoc from
 crates/testkit/proto into a temporary directory. One line is printed per
@@ -98,6 +105,40 @@ def check_ping_error(pb, stub, timeout):
     raise AssertionError("PingError succeeded")
 
 
+def check_fan_out_unary(pb, stub, timeout, machines):
+    reply = stub.Ping(pb.PingRequest(value="fan"), metadata=[("machines", ",".join(machines))],
+                      timeout=timeout)
+    names = [m.metadata.machine_name for m in reply.messages]
+    assert names == machines, f"entries {names}"
+    for m in reply.messages:
+        assert m.value == "fan", f"value {m.value!r}"
+        assert not m.metadata.error, f"{m.metadata.machine_name}: {m.metadata.error}"
+    return f"{len(names)} tagged entries"
+
+
+def check_fan_out_stream(pb, stub, timeout, machines):
+    replies = list(stub.PingList(pb.PingRequest(value="list", count=3),
+                                 metadata=[("machines", ",".join(machines))], timeout=timeout))
+    per_machine = {}
+    for r in replies:
+        assert not r.metadata.error, f"{r.metadata.machine_name}: {r.metadata.error}"
+        per_machine.setdefault(r.metadata.machine_name, []).append(r.counter)
+    assert sorted(per_machine) == sorted(machines), f"machines {sorted(per_machine)}"
+    for name, counters in per_machine.items():
+        assert counters == [0, 1, 2], f"{name}: counters {counters}"
+    return f"{len(replies)} streamed replies"
+
+
+def check_fan_out_bidi(pb, stub, timeout, machines):
+    requests = [pb.PingRequest(value=f"b{i}") for i in range(3)]
+    replies = list(stub.PingStream(iter(requests), metadata=[("machines", ",".join(machines))],
+                                   timeout=timeout))
+    got = sorted((r.metadata.machine_name, r.value) for r in replies)
+    want = sorted((m, f"b{i}") for m in machines for i in range(3))
+    assert got == want, f"replies {got}"
+    return f"{len(replies)} replies to 3 messages"
+
+
 CHECKS = [
     ("Ping", check_ping),
     ("PingList", check_ping_list),
@@ -105,27 +146,42 @@ CHECKS = [
     ("PingError", check_ping_error),
 ]
 
+FAN_OUT_CHECKS = [
+    ("FanOutPing", check_fan_out_unary),
+    ("FanOutPingList", check_fan_out_stream),
+    ("FanOutPingStream", check_fan_out_bidi),
+]
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", required=True, help="host:port of the server or proxy")
+    parser.add_argument("--target", required=True,
+                        help="host:port or unix:/path of the server or proxy")
+    parser.add_argument("--fan-out", default="",
+                        help="comma-separated machines to fan MultiService calls out to")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call, seconds")
     parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failures")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="switchyard-interop-") as out_dir:
         pb, rpc = generate_stubs(out_dir)
+        # Default channel options: on a Unix socket grpcio sends the
+        # %-encoded path as :authority, which the proxy must accept.
         with grpc.insecure_channel(args.target) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=args.timeout)
             except grpc.FutureTimeoutError:
                 print(f"FAIL connect: no connection to {args.target} within {args.timeout}s")
                 return 1
-            stub = rpc.TestServiceStub(channel)
+            checks = [(name, check, rpc.TestServiceStub(channel), ()) for name, check in CHECKS]
+            machines = [m for m in args.fan_out.split(",") if m]
+            if machines:
+                multi = rpc.MultiServiceStub(channel)
+                checks += [(name, check, multi, (machines,)) for name, check in FAN_OUT_CHECKS]
             failed = 0
-            for name, check in CHECKS:
+            for name, check, stub, extra in checks:
                 try:
-                    detail = check(pb, stub, args.timeout)
+                    detail = check(pb, stub, args.timeout, *extra)
                     print(f"ok   {name}: {detail}")
                 except Exception as err:  # noqa: BLE001 - report every failure
                     failed += 1
@@ -134,7 +190,7 @@ def main():
                     print(f"FAIL {name}: {err}")
                     if args.verbose:
                         traceback.print_exc()
-            print(f"{len(CHECKS) - failed} passed, {failed} failed")
+            print(f"{len(checks) - failed} passed, {failed} failed")
             return 1 if failed else 0
 
 

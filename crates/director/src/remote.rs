@@ -70,6 +70,16 @@ impl RemoteBackend {
         self.channel.is_connected()
     }
 
+    /// The machine for people: `beta ([fd00::2]:51001)` with a registry
+    /// name, its address otherwise.
+    fn describe(&self) -> String {
+        let info = self.info();
+        match info.name.as_str() {
+            "" => self.to_string(),
+            name => format!("{name} ({self})"),
+        }
+    }
+
     /// Forgets the connection and stops reconnecting. Running calls keep
     /// their connection and finish; new calls fail.
     pub fn close(&self) {
@@ -120,11 +130,12 @@ impl Backend for RemoteBackend {
                     // channel; callers get one message whatever the cause, so
                     // the proxy cannot be used to probe ports.
                     tracing::debug!(machine = %self, error = %err, "machine unreachable");
+                    let machine = self.describe();
                     match err {
                         ConnectError::Tls { message, .. } => {
-                            Status::unavailable(format!("machine {self} unreachable: {message}"))
+                            Status::unavailable(format!("machine {machine} unreachable: {message}"))
                         }
-                        _ => Status::unavailable(format!("machine {self} unreachable")),
+                        _ => Status::unavailable(format!("machine {machine} unreachable")),
                     }
                 })
         })

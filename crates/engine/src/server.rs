@@ -128,17 +128,20 @@ pub async fn serve<S, B>(
                 continue;
             }
         };
-        let Some(ticket) = serving.admission.admit() else {
-            if let Some(suppressed) = REFUSED.check() {
-                tracing::warn!(
-                    listener = %listener,
-                    peer = %addr,
-                    max_connections = serving.admission.max,
-                    suppressed,
-                    "connection refused: every connection slot is taken by an established connection"
-                );
+        let (ticket, evicted) = match serving.admission.admit() {
+            Some(admitted) => admitted,
+            None => {
+                if let Some(suppressed) = REFUSED.check() {
+                    tracing::warn!(
+                        listener = %listener,
+                        peer = %addr,
+                        max_connections = serving.admission.max,
+                        suppressed,
+                        "connection refused: every connection slot is taken by an established connection"
+                    );
+                }
+                continue;
             }
-            continue;
         };
         let service = service.clone();
         let serving = serving.clone();
@@ -146,6 +149,11 @@ pub async fn serve<S, B>(
         tokio::spawn(async move {
             serving.connection(io, addr, ticket, service, watcher).await;
         });
+        if evicted {
+            // Let the evicted connection close its socket before the next
+            // accept: under a burst, file descriptors stay within the cap.
+            tokio::task::yield_now().await;
+        }
     }
     drop(listener);
     tracing::info!(grace = ?config.grace_period, "shutting down; waiting for running calls");
@@ -413,11 +421,12 @@ impl Admission {
     }
 
     /// A slot for a new connection: a free one, or the slot of the oldest
-    /// connection still in its handshake, which is evicted. `None` when
-    /// every connection is established.
-    fn admit(self: &Arc<Self>) -> Option<Ticket> {
+    /// connection still in its handshake, which is evicted (then `true`).
+    /// `None` when every connection is established.
+    fn admit(self: &Arc<Self>) -> Option<(Ticket, bool)> {
         let mut state = self.state();
-        if state.open >= self.max {
+        let evicted = state.open >= self.max;
+        if evicted {
             let (_, evict) = state.handshaking.pop_first()?;
             evict.notify_one();
             // Its ticket frees the slot when its task ends; until then the
@@ -426,13 +435,14 @@ impl Admission {
         state.open += 1;
         state.next_id += 1;
         let id = state.next_id;
-        let evicted = Arc::new(Notify::new());
-        state.handshaking.insert(id, evicted.clone());
-        Some(Ticket {
+        let notify = Arc::new(Notify::new());
+        state.handshaking.insert(id, notify.clone());
+        let ticket = Ticket {
             admission: self.clone(),
             id,
-            evicted,
-        })
+            evicted: notify,
+        };
+        Some((ticket, evicted))
     }
 }
 
@@ -458,10 +468,12 @@ mod tests {
     #[tokio::test]
     async fn the_cap_evicts_the_oldest_handshake_then_refuses() {
         let admission = Arc::new(Admission::new(2));
-        let first = admission.admit().unwrap();
-        let second = admission.admit().unwrap();
+        let (first, _) = admission.admit().unwrap();
+        let (second, evicted) = admission.admit().unwrap();
+        assert!(!evicted);
         // At the cap: the oldest connection still in its handshake goes.
-        let third = admission.admit().unwrap();
+        let (third, evicted) = admission.admit().unwrap();
+        assert!(evicted);
         first.evicted.notified().await;
         drop(first);
         second.established();
@@ -469,7 +481,7 @@ mod tests {
         // Every slot holds an established connection: refused.
         assert!(admission.admit().is_none());
         drop(second);
-        let fourth = admission.admit().unwrap();
+        let (fourth, _) = admission.admit().unwrap();
         assert_eq!(admission.state().open, 2);
         drop((third, fourth));
         assert_eq!(admission.state().open, 0);

@@ -10,6 +10,7 @@
 //!   tags fan-out replies with the `Metadata` of the reply contract.
 //! - [`client`]: tonic channels and clients for TCP and Unix sockets.
 //! - [`blackhole()`]: a TCP listener that accepts and then never answers.
+//! - [`interop`]: the independent Python grpcio client.
 //! - [`raw_h2`]: an HTTP/2 client that sends any header field, for requests
 //!   no client library can make.
 //! - [`wait`]: bounded waits (`bounded`, `eventually`) and socket temp dirs.
@@ -34,6 +35,7 @@
 pub mod backend;
 pub mod blackhole;
 pub mod client;
+pub mod interop;
 pub mod pb;
 pub mod raw_h2;
 pub mod server;

@@ -346,8 +346,25 @@ pub struct Process {
 impl Process {
     /// Runs `switchyard <args>` with `RUST_LOG=info`, capturing stderr.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(args)
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command.args(args);
+        Self::run(command)
+    }
+
+    /// Runs `switchyard <args>` with at most `files` open files (soft and
+    /// hard limit), as on a host configured low.
+    pub fn spawn_with_file_limit<S: AsRef<std::ffi::OsStr>>(files: u32, args: &[S]) -> Self {
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args);
+        Self::run(command)
+    }
+
+    fn run(mut command: tokio::process::Command) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
