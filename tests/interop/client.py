@@ -30,8 +30,19 @@ import grpc
 from grpc_tools import protoc
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PROTO_ROOT = os.path.join(REPO, "crates", "testkit", "proto")
-PROTOS = ["switchyard/test/v1/test.proto", "google/rpc/status.proto"]
+# The test services, then the sample machine-info API and its fan-out
+# Metadata (google/rpc/status.proto is taken from the first root).
+PROTO_ROOTS = [
+    os.path.join(REPO, "crates", "testkit", "proto"),
+    os.path.join(REPO, "crates", "director", "proto"),
+    os.path.join(REPO, "examples", "machine-info", "proto"),
+]
+PROTOS = [
+    "switchyard/test/v1/test.proto",
+    "google/rpc/status.proto",
+    "switchyard/common/v1/common.proto",
+    "machineinfo/v1/machineinfo.proto",
+]
 
 
 def generate_stubs(out_dir):
@@ -39,7 +50,7 @@ def generate_stubs(out_dir):
     well_known = str(importlib.resources.files("grpc_tools") / "_proto")
     args = [
         "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
+        *(f"-I{root}" for root in PROTO_ROOTS),
         f"-I{well_known}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
@@ -50,6 +61,13 @@ def generate_stubs(out_dir):
     sys.path.insert(0, out_dir)
     pb = importlib.import_module("switchyard.test.v1.test_pb2")
     rpc = importlib.import_module("switchyard.test.v1.test_pb2_grpc")
+    return pb, rpc
+
+
+def machine_info_stubs():
+    """The machine-info modules (generated with the test ones)."""
+    pb = importlib.import_module("machineinfo.v1.machineinfo_pb2")
+    rpc = importlib.import_module("machineinfo.v1.machineinfo_pb2_grpc")
     return pb, rpc
 
 
@@ -146,6 +164,27 @@ CHECKS = [
     ("PingError", check_ping_error),
 ]
 
+def check_describe(pb, stub, timeout):
+    reply = stub.Describe(pb.DescribeRequest(), timeout=timeout)
+    assert len(reply.messages) == 1, f"{len(reply.messages)} entries"
+    return f"answered by {reply.messages[0].name!r}"
+
+
+def open_channel(args):
+    """A plaintext channel, or with --tls-ca a TLS one (mutual with
+    --tls-cert/--tls-key), with otherwise default options."""
+    if not args.tls_ca:
+        return grpc.insecure_channel(args.target)
+    read = lambda path: open(path, "rb").read() if path else None
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.tls_ca),
+        private_key=read(args.tls_key),
+        certificate_chain=read(args.tls_cert),
+    )
+    options = [("grpc.ssl_target_name_override", args.tls_name)] if args.tls_name else []
+    return grpc.secure_channel(args.target, credentials, options=options)
+
+
 FAN_OUT_CHECKS = [
     ("FanOutPing", check_fan_out_unary),
     ("FanOutPingList", check_fan_out_stream),
@@ -159,6 +198,12 @@ def main():
                         help="host:port or unix:/path of the server or proxy")
     parser.add_argument("--fan-out", default="",
                         help="comma-separated machines to fan MultiService calls out to")
+    parser.add_argument("--describe", action="store_true",
+                        help="call machine-info's Describe instead of the test services")
+    parser.add_argument("--tls-ca", help="CA bundle (PEM): use TLS, trusting it")
+    parser.add_argument("--tls-cert", help="client certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="client private key (PEM)")
+    parser.add_argument("--tls-name", help="name the server certificate must bear")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call, seconds")
     parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failures")
     args = parser.parse_args()
@@ -167,13 +212,17 @@ def main():
         pb, rpc = generate_stubs(out_dir)
         # Default channel options: on a Unix socket grpcio sends the
         # %-encoded path as :authority, which the proxy must accept.
-        with grpc.insecure_channel(args.target) as channel:
+        with open_channel(args) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=args.timeout)
             except grpc.FutureTimeoutError:
                 print(f"FAIL connect: no connection to {args.target} within {args.timeout}s")
                 return 1
             checks = [(name, check, rpc.TestServiceStub(channel), ()) for name, check in CHECKS]
+            if args.describe:
+                info_pb, info_rpc = machine_info_stubs()
+                checks = [("Describe", check_describe, info_rpc.MachineInfoStub(channel), ())]
+                pb = info_pb
             machines = [m for m in args.fan_out.split(",") if m]
             if machines:
                 multi = rpc.MultiServiceStub(channel)

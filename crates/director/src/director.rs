@@ -34,6 +34,7 @@ use switchyard_engine::{Backend, ChannelConfig, Director, Mode, ReplyShape, Rout
 use tonic::Status;
 
 use crate::addr::MachineAddr;
+use crate::authz::Policy;
 use crate::local::LocalBackend;
 use crate::registry::Registry;
 use crate::remote::{PROXY_AUTHORITY, RemoteBackend};
@@ -75,6 +76,8 @@ pub struct DirectorOptions {
     pub max_targets: usize,
     /// Most remote machines kept in the connection cache.
     pub max_cached_machines: usize,
+    /// Who may call what.
+    pub policy: Policy,
 }
 
 /// Default of [`DirectorOptions::max_targets`].
@@ -92,6 +95,7 @@ impl Default for DirectorOptions {
             allowed_networks: None,
             max_targets: DEFAULT_MAX_TARGETS,
             max_cached_machines: 4096,
+            policy: Policy::default(),
         }
     }
 }
@@ -117,6 +121,7 @@ struct State {
     local_addr: Option<MachineAddr>,
     registry: Option<Arc<Registry>>,
     allowed_networks: Option<Vec<Ipv6Net>>,
+    policy: Arc<Policy>,
     closed: bool,
 }
 
@@ -144,6 +149,7 @@ impl MachineDirector {
                 local_addr: options.local_address,
                 registry: options.registry.map(Arc::new),
                 allowed_networks: options.allowed_networks,
+                policy: Arc::new(options.policy),
                 closed: false,
             }),
             remotes: Mutex::new(HashMap::new()),
@@ -204,6 +210,14 @@ impl MachineDirector {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.allowed_networks = networks;
         self.apply(&state);
+    }
+
+    /// Replaces who may call what; calls already admitted run on.
+    pub fn set_policy(&self, policy: Policy) {
+        self.state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .policy = Arc::new(policy);
     }
 
     /// Forgets every cached remote backend: new calls dial afresh, calls
@@ -270,6 +284,7 @@ impl MachineDirector {
         let fan_out =
             key == MACHINES && (values.len() > 1 || resolved.wildcard || self.always_fan_out);
         let mode = if fan_out {
+            state.policy.check_fan_out(method)?;
             Mode::OneToMany(self.shape(method))
         } else {
             Mode::OneToOne
@@ -394,13 +409,17 @@ fn metadata_values<'h>(headers: &'h HeaderMap, key: &str) -> Result<Vec<&'h str>
 }
 
 impl Director for MachineDirector {
+    /// Admits the caller ([`Policy::admit`]: roles, forged metadata,
+    /// authorization), then routes by its metadata.
     fn route<'a>(
         &'a self,
         request: &'a mut http::request::Parts,
     ) -> BoxFuture<'a, Result<Route, Status>> {
-        Box::pin(std::future::ready(
-            self.route_metadata(request.uri.path(), &request.headers),
-        ))
+        let policy = self.state().policy.clone();
+        let routed = policy
+            .admit(request)
+            .and_then(|_| self.route_metadata(request.uri.path(), &request.headers));
+        Box::pin(std::future::ready(routed))
     }
 }
 

@@ -22,12 +22,15 @@
 //! - [`tag`]: tagging replies and turning failures into error entries;
 //! - [`streamed`]: which methods stream their replies;
 //! - [`local`] / [`remote`]: the two kinds of backend;
+//! - [`identity`] and [`authz`]: who calls, and what they may call;
 //! - [`director`]: metadata → [`Route`](switchyard_engine::Route).
 
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod authz;
 pub mod director;
+pub mod identity;
 pub mod local;
 pub mod pb;
 pub mod registry;
@@ -37,7 +40,9 @@ pub mod streamed;
 pub mod tag;
 
 pub use addr::{AddrError, MachineAddr};
+pub use authz::{AuthzRule, Caller, MethodPattern, Policy};
 pub use director::{DEFAULT_REMOTE_PORT, DirectorOptions, MachineDirector};
+pub use identity::{Identity, MACHINE_ROLE};
 pub use local::LocalBackend;
 pub use registry::{Machine, Registry, RegistryError};
 pub use remote::RemoteBackend;

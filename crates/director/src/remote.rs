@@ -42,10 +42,12 @@ pub struct RemoteBackend {
 impl RemoteBackend {
     /// A backend for the machine whose Switchyard listens at `socket`,
     /// tagging fan-out replies with `info`. Nothing is dialled yet.
+    /// With TLS, its certificate must name its IP or its registry name.
     pub fn new(socket: SocketAddrV6, info: MachineInfo, config: ChannelConfig) -> Self {
+        let name = Some(info.name.as_str()).filter(|n| !n.is_empty());
         Self {
             socket,
-            channel: Channel::new(Address::Tcp(socket.into()), config),
+            channel: Channel::named(Address::Tcp(socket.into()), name, config),
             tag: MachineTag::new(info),
         }
     }

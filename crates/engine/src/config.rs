@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::observe::SharedObserver;
 use crate::server::ConnectionLimit;
 use crate::tls::TlsStore;
 
@@ -77,7 +78,7 @@ impl Http2Settings {
 }
 
 /// Tunables of [`TransparentProxy`](crate::TransparentProxy).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProxyConfig {
     /// Largest message accepted from a client or a backend; larger ones end
     /// the call (or that backend's part of a fan-out) with `RESOURCE_EXHAUSTED`.
@@ -90,6 +91,8 @@ pub struct ProxyConfig {
     /// full) before it is dropped from the call with an error entry, so the
     /// others keep going.
     pub request_stall_timeout: Duration,
+    /// Hears of every call and fan-out leg (metrics, access logs).
+    pub observer: Option<SharedObserver>,
 }
 
 impl Default for ProxyConfig {
@@ -98,12 +101,13 @@ impl Default for ProxyConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             deadline_margin: Duration::from_millis(50),
             request_stall_timeout: Duration::from_secs(5),
+            observer: None,
         }
     }
 }
 
 /// Settings of [`server::serve`](crate::server::serve).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// After shutdown is requested, how long running calls may take to finish.
     pub grace_period: Duration,
@@ -120,6 +124,8 @@ pub struct ServerConfig {
     pub http2: Http2Settings,
     /// Mutual TLS on TCP listeners; Unix listeners stay plaintext.
     pub tls: Option<Arc<TlsStore>>,
+    /// Hears of connections accepted, refused and failed.
+    pub observer: Option<SharedObserver>,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +137,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             http2: Http2Settings::SERVER,
             tls: None,
+            observer: None,
         }
     }
 }
@@ -159,6 +166,31 @@ impl Default for ChannelConfig {
             http2: Http2Settings::CHANNEL,
             tls: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("max_message_size", &self.max_message_size)
+            .field("deadline_margin", &self.deadline_margin)
+            .field("request_stall_timeout", &self.request_stall_timeout)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("grace_period", &self.grace_period)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("connections", &self.connections)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("http2", &self.http2)
+            .field("tls", &self.tls.is_some())
+            .field("observed", &self.observer.is_some())
+            .finish()
     }
 }
 

@@ -34,7 +34,8 @@
 //! - [`channel`] and [`address`]: upstream connections; [`server`]: serving,
 //!   with a bounded handshake (`handshake`) and [`tls`]; [`peer`]: who calls;
 //! - [`config`]: every tunable; [`codec`]: pure wire functions;
-//!   [`status`]: errors as gRPC statuses; [`log_limit`]: rate-limited logs.
+//!   [`status`]: errors as gRPC statuses; [`log_limit`]: rate-limited logs;
+//!   [`observe`]: what the engine reports (metrics, access logs).
 
 pub mod address;
 pub mod backend;
@@ -47,6 +48,7 @@ pub mod director;
 mod fan_out;
 mod handshake;
 pub mod log_limit;
+pub mod observe;
 mod one_to_one;
 mod passthrough;
 pub mod peer;

@@ -1,6 +1,7 @@
 //! Transparent forwarding to one backend: the request goes up as it arrives,
 //! the response comes back as it arrives, both at once ([`crate::passthrough`]).
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ pub(crate) async fn forward<B>(
     parts: http::request::Parts,
     body: B,
     deadline: Option<Instant>,
+    bytes_in: Option<Arc<AtomicU64>>,
 ) -> Result<Response<PassthroughBody>, Status>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -30,7 +32,13 @@ where
 {
     let failure = Arc::new(OnceLock::new());
     let (cancel, cancelled) = oneshot::channel();
-    let request_body = RequestBody::new(body, config.max_message_size, cancelled, failure.clone());
+    let request_body = RequestBody::new(
+        body,
+        config.max_message_size,
+        cancelled,
+        failure.clone(),
+        bytes_in,
+    );
     let call = async {
         let upstream = backend.connect(&parts).await?;
         let path = parts.uri.path_and_query().expect("checked gRPC path");

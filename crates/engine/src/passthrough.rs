@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
@@ -40,6 +41,8 @@ pin_project_lite::pin_project! {
         cancel: Option<oneshot::Receiver<()>>,
         // Why the request failed, for the client's status.
         failure: Arc<OnceLock<Status>>,
+        // Counts the request bytes, when the call is observed.
+        bytes_in: Option<Arc<AtomicU64>>,
     }
 }
 
@@ -49,12 +52,14 @@ impl<B> RequestBody<B> {
         max_message_size: usize,
         cancel: oneshot::Receiver<()>,
         failure: Arc<OnceLock<Status>>,
+        bytes_in: Option<Arc<AtomicU64>>,
     ) -> Self {
         Self {
             inner,
             scanner: FrameScanner::new(max_message_size),
             cancel: Some(cancel),
             failure,
+            bytes_in,
         }
     }
 }
@@ -86,10 +91,13 @@ where
         };
         match ready!(this.inner.poll_frame(cx)) {
             Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref()
-                    && let Err(err) = this.scanner.observe(data)
-                {
-                    return fail(this.failure, status::request_frame(&err));
+                if let Some(data) = frame.data_ref() {
+                    if let Err(err) = this.scanner.observe(data) {
+                        return fail(this.failure, status::request_frame(&err));
+                    }
+                    if let Some(bytes) = this.bytes_in {
+                        bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -14,7 +14,7 @@ use http_body::Body;
 use tokio::time::Instant;
 use tonic::Status;
 
-use crate::body::ResponseBody;
+use crate::body::{Record, ResponseBody};
 use crate::body::{error_response, error_with_headers, http_error};
 use crate::codec::timeout;
 use crate::config::ProxyConfig;
@@ -71,10 +71,30 @@ impl TransparentProxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (mut parts, body) = request.into_parts();
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
         if let Some(rejection) = reject_non_grpc(&parts) {
             return rejection;
         }
+        let Some(observer) = self.shared.config.observer.clone() else {
+            return self.forward(parts, body, None).await;
+        };
+        let mut record = Record::new(observer, &parts, started);
+        let response = self.forward(parts, body, Some(&mut record)).await;
+        ResponseBody::recorded(response, record)
+    }
+
+    /// Routes and forwards one gRPC call; `record` hears how it was routed.
+    async fn forward<B>(
+        &self,
+        mut parts: http::request::Parts,
+        body: B,
+        record: Option<&mut Record>,
+    ) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let deadline = match deadline(&parts.headers) {
             Ok(deadline) => deadline,
             Err(status) => return error_response(&status),
@@ -98,11 +118,15 @@ impl TransparentProxy {
             }
         };
         tracing::debug!(method, ?mode, backends = ?backends.iter().map(ToString::to_string).collect::<Vec<_>>(), "proxying call");
+        let (bytes_in, legs) = match record {
+            Some(record) => record.routed(mode, &backends),
+            None => (None, None),
+        };
         match (mode, backends.len()) {
             (_, 0) => error_response(&Status::unavailable(format!("no backend for {method}"))),
             (Mode::OneToOne, 1) => {
                 let backend = backends.into_iter().next().expect("one backend");
-                match one_to_one::forward(config, backend, parts, body, deadline).await {
+                match one_to_one::forward(config, backend, parts, body, deadline, bytes_in).await {
                     Ok(response) => response.map(ResponseBody::passthrough),
                     Err(status) => error_response(&status),
                 }
@@ -111,7 +135,15 @@ impl TransparentProxy {
                 "director chose {n} backends for a one-to-one call to {method}"
             ))),
             (Mode::OneToMany(shape), _) => {
-                match fan_out::forward(config, backends, parts, body, deadline, shape).await {
+                let call = fan_out::Request {
+                    parts,
+                    body,
+                    deadline,
+                    shape,
+                    bytes_in,
+                    legs,
+                };
+                match fan_out::forward(config, backends, call).await {
                     Answer::Merged {
                         headers,
                         message,

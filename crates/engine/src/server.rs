@@ -36,6 +36,7 @@ use crate::BoxError;
 use crate::config::ServerConfig;
 use crate::handshake::{Handshake, Progress};
 use crate::log_limit::LogLimit;
+use crate::observe::{ConnectionEvent, SharedObserver};
 use crate::peer::{Peer, PeerAddr};
 use crate::tls::{ALPN_H2, TlsStore};
 
@@ -108,6 +109,7 @@ pub async fn serve<S, B>(
         admission: config.connections.0.clone(),
         handshake_timeout: config.handshake_timeout,
         tls,
+        observer: config.observer.clone(),
     };
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -131,6 +133,7 @@ pub async fn serve<S, B>(
         let (ticket, evicted) = match serving.admission.admit() {
             Some(admitted) => admitted,
             None => {
+                serving.report(ConnectionEvent::Refused, &addr);
                 if let Some(suppressed) = REFUSED.check() {
                     tracing::warn!(
                         listener = %listener,
@@ -143,6 +146,7 @@ pub async fn serve<S, B>(
                 continue;
             }
         };
+        serving.report(ConnectionEvent::Accepted, &addr);
         let service = service.clone();
         let serving = serving.clone();
         let watcher = graceful.watcher();
@@ -193,6 +197,7 @@ struct Serving {
     admission: Arc<Admission>,
     handshake_timeout: Duration,
     tls: Option<Arc<TlsStore>>,
+    observer: Option<SharedObserver>,
 }
 
 enum Accepted {
@@ -220,6 +225,12 @@ async fn accept(listener: &Listener) -> std::io::Result<(Accepted, PeerAddr)> {
 }
 
 impl Serving {
+    fn report(&self, event: ConnectionEvent, peer: &PeerAddr) {
+        if let Some(observer) = &self.observer {
+            observer.connection(event, peer);
+        }
+    }
+
     /// Runs one connection: TLS (when configured), the bounded HTTP/2
     /// handshake, then hyper until the connection ends or is evicted.
     async fn connection<S, B>(
@@ -249,16 +260,19 @@ impl Serving {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(err)) => {
                             tracing::debug!(peer = %addr, error = %err, "TLS handshake refused");
+                            self.report(ConnectionEvent::TlsFailed, &addr);
                             return;
                         }
                         Err(_) => {
                             tracing::debug!(peer = %addr, "TLS handshake timed out");
+                            self.report(ConnectionEvent::HandshakeTimeout, &addr);
                             return;
                         }
                     };
                     let tls_state = stream.get_ref().1;
                     if tls_state.alpn_protocol() != Some(ALPN_H2) {
                         tracing::debug!(peer = %addr, "TLS client did not negotiate h2");
+                        self.report(ConnectionEvent::TlsFailed, &addr);
                         return;
                     }
                     let certificates = tls_state.peer_certificates().map(<[_]>::to_vec);
@@ -282,6 +296,7 @@ impl Serving {
             () = serve => {}
             () = evicted.notified() => {
                 tracing::debug!(peer = %addr, "connection evicted: still in its handshake at the connection cap");
+                self.report(ConnectionEvent::Evicted, &addr);
             }
         }
     }
@@ -320,6 +335,9 @@ impl Serving {
                 result = &mut conn => {
                     if let Err(err) = result {
                         tracing::debug!(peer = %peer.addr, error = %err, "connection ended with an error");
+                        if handshake.is_some() && Instant::now() >= deadline {
+                            self.report(ConnectionEvent::HandshakeTimeout, &peer.addr);
+                        }
                     }
                     return;
                 }

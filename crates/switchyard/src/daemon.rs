@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchyard_director::{DirectorOptions, MachineDirector};
+use switchyard_director::{DirectorOptions, MachineDirector, Policy};
 use switchyard_engine::server::{ConnectionLimit, Listener, serve};
+use switchyard_engine::tls::TlsStore;
 use switchyard_engine::{Address, ChannelConfig, ProxyConfig, ServerConfig, TransparentProxy};
 use tokio::sync::Notify;
 use tokio::sync::watch;
@@ -28,17 +29,31 @@ pub struct Daemon {
     /// Asks the discovery task to look again (on reload).
     rediscover: Arc<Notify>,
     discovery: Option<AbortOnDropHandle<()>>,
+    /// The TLS certificates in force, re-read on reload.
+    tls: Option<Arc<TlsStore>>,
 }
 
 impl Daemon {
     /// Binds every listener of `settings` and starts serving. When one
     /// cannot be bound, the socket files of those already bound are removed.
     pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let tls = settings
+            .tls_paths()
+            .map(|paths| TlsStore::load(paths).context("tls"))
+            .transpose()?
+            .map(Arc::new);
+        let group = settings
+            .start
+            .socket_group
+            .as_deref()
+            .map(crate::listen::group_id)
+            .transpose()?;
         let addresses = settings.listeners();
         let mut listeners = Vec::with_capacity(addresses.len());
         let mut socket_files = Vec::new();
         for addr in &addresses {
-            let listener = match crate::listen::bind(addr, settings.start.socket_mode.0).await {
+            let bound = crate::listen::bind(addr, settings.start.socket_mode.0, group).await;
+            let listener = match bound {
                 Ok(listener) => listener,
                 Err(err) => {
                     drop(listeners);
@@ -51,20 +66,39 @@ impl Daemon {
                 socket_files.push(SocketFile::new(path));
             }
         }
-        let mut daemon = Self::with_listeners(settings, listeners);
+        let mut daemon = Self::serving(settings, listeners, tls);
         daemon.socket_files = socket_files;
         Ok(daemon)
     }
 
     /// Starts serving on listeners bound by the caller.
+    ///
+    /// # Panics
+    ///
+    /// When the TLS files of `settings` cannot be loaded (use
+    /// [`Daemon::start`] to get the error).
     pub fn with_listeners(settings: &Settings, listeners: Vec<Listener>) -> Self {
+        let tls = settings
+            .tls_paths()
+            .map(|paths| Arc::new(TlsStore::load(paths).expect("the TLS files load")));
+        Self::serving(settings, listeners, tls)
+    }
+
+    fn serving(settings: &Settings, listeners: Vec<Listener>, tls: Option<Arc<TlsStore>>) -> Self {
+        if tls.is_none() && !settings.live.authz.is_empty() {
+            tracing::warn!(
+                "authz rules without [tls]: callers on TCP have no roles, only Unix callers (unix_roles) can be allowed"
+            );
+        }
         let start = &settings.start;
         let streamed = Streamed::default();
         let options = DirectorOptions {
             remote_channel: ChannelConfig {
                 connect_timeout: start.connect_timeout_secs.into(),
+                tls: tls.clone(),
                 ..ChannelConfig::default()
             },
+            policy: policy(&settings.live, tls.is_some()),
             registry: settings.live.machines.clone(),
             always_fan_out: start.always_fan_out,
             local_address: settings.live.local_address,
@@ -97,6 +131,7 @@ impl Daemon {
             grace_period: start.shutdown_grace_secs.into(),
             connections: ConnectionLimit::new(settings.max_connections()),
             handshake_timeout: start.handshake_timeout_secs.into(),
+            tls: tls.clone(),
             ..ServerConfig::default()
         };
         let (stop, stopped) = watch::channel(false);
@@ -118,6 +153,7 @@ impl Daemon {
             streamed,
             rediscover,
             discovery,
+            tls,
         }
     }
 
@@ -137,6 +173,15 @@ impl Daemon {
         self.director.set_local_address(live.local_address);
         self.director
             .set_allowed_networks(live.allowed_networks.clone());
+        self.director.set_policy(policy(live, self.tls.is_some()));
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificates reloaded; new connections use them"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "TLS reload failed; keeping the certificates in force")
+                }
+            }
+        }
         self.rediscover.notify_one();
         tracing::info!(
             machines = live.machines.as_ref().map_or(0, |r| r.machines().len()),
@@ -156,6 +201,16 @@ impl Daemon {
         self.director.close();
         remove_socket_files(&self.socket_files);
         Ok(())
+    }
+}
+
+/// Who may call what, from the reloadable settings.
+fn policy(live: &LiveSettings, tls: bool) -> Policy {
+    Policy {
+        tls,
+        unix_roles: live.unix_roles.clone().into(),
+        rules: live.authz.clone(),
+        fan_out_methods: live.fan_out_methods.clone(),
     }
 }
 

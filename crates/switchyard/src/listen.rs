@@ -9,8 +9,9 @@ use anyhow::{Context, bail};
 use switchyard_engine::Address;
 use switchyard_engine::server::Listener;
 
-/// Binds `addr`; a Unix socket file gets `mode` permissions.
-pub async fn bind(addr: &Address, mode: u32) -> anyhow::Result<Listener> {
+/// Binds `addr`; a Unix socket file gets `mode` permissions and, when
+/// given, belongs to `group`.
+pub async fn bind(addr: &Address, mode: u32, group: Option<u32>) -> anyhow::Result<Listener> {
     match addr {
         Address::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -24,8 +25,24 @@ pub async fn bind(addr: &Address, mode: u32) -> anyhow::Result<Listener> {
                 .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .with_context(|| format!("cannot set mode {mode:o} on {}", path.display()))?;
+            if let Some(gid) = group {
+                std::os::unix::fs::chown(path, None, Some(gid))
+                    .with_context(|| format!("cannot give {} to group {gid}", path.display()))?;
+            }
             Ok(listener.into())
         }
+    }
+}
+
+/// The ID of group `group`: a number, or a name from the system's groups.
+pub fn group_id(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(found)) => Ok(found.gid.as_raw()),
+        Ok(None) => bail!("socket_group: no group named {group:?}"),
+        Err(err) => bail!("socket_group: cannot look up {group:?}: {err}"),
     }
 }
 
@@ -66,20 +83,24 @@ mod tests {
         let addr = Address::Unix(path.clone());
 
         // A live listener is not clobbered.
-        let live = bind(&addr, 0o660).await.unwrap();
+        let live = bind(&addr, 0o660, None).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
-        let err = bind(&addr, 0o660).await.unwrap_err().to_string();
+        let err = bind(&addr, 0o660, None).await.unwrap_err().to_string();
         assert!(err.contains("already listening"), "{err}");
 
         // Once it is gone, the stale file is replaced.
         drop(live);
-        bind(&addr, 0o600).await.unwrap();
+        bind(&addr, 0o600, Some(0)).await.unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&path).unwrap()),
+            0
+        );
 
         // A regular file is never removed.
         let file = dir.path().join("not-a-socket");
         std::fs::write(&file, b"data").unwrap();
-        let err = bind(&Address::Unix(file.clone()), 0o660)
+        let err = bind(&Address::Unix(file.clone()), 0o660, None)
             .await
             .unwrap_err()
             .to_string();

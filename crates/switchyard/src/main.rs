@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, Subcommand};
+use switchyard::cert::CertArgs;
 use switchyard::config::Options;
 use switchyard::demo::DemoArgs;
 use tracing_subscriber::EnvFilter;
@@ -22,6 +23,8 @@ enum Command {
     Serve(Box<Options>),
     /// Start a three-machine cluster on loopback and show fan-out calls.
     Demo(DemoArgs),
+    /// Make certificates for mutual TLS: the cluster CA, machines, callers.
+    Cert(CertArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,7 +34,7 @@ fn main() -> ExitCode {
     };
     let default_level = match cli.command {
         Command::Serve(_) => "info",
-        Command::Demo(_) => "error",
+        Command::Demo(_) | Command::Cert(_) => "error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(switchyard::demo::run(args))),
+        Command::Cert(args) => switchyard::cert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

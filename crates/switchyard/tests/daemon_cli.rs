@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use common::*;
+use rustls::pki_types::pem::PemObject;
 use switchyard::daemon::Daemon;
 use tonic::Code;
 
@@ -483,4 +484,52 @@ async fn a_second_sigterm_cuts_the_grace_period_short() {
         signalled.elapsed()
     );
     assert!(stderr.contains("second signal"), "{stderr}");
+}
+
+#[tokio::test]
+async fn cert_makes_a_ca_machines_and_callers() {
+    let tmp = socket_dir("cli-cert");
+    let dir = tmp.path().join("pki");
+    let out = dir.to_str().unwrap();
+    let ok = |args: &'static [&'static str]| args;
+    for args in [
+        ok(&["cert", "ca"]),
+        ok(&[
+            "cert", "machine", "--name", "alpha", "--addr", "fd00::1", "--addr", "::1",
+        ]),
+        ok(&[
+            "cert", "client", "--name", "alice", "--role", "reader", "--role", "ops",
+        ]),
+    ] {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--out", out]);
+        if args[1] != "ca" {
+            full.extend(["--ca", out]);
+        }
+        let (status, stderr) = run_to_exit(&full).await;
+        assert!(status.success(), "{full:?}: {stderr}");
+    }
+    let key_mode = std::fs::metadata(dir.join("alpha.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600);
+    // What it made loads as a TLS configuration (machine and caller).
+    for name in ["alpha", "alice"] {
+        let paths = switchyard_engine::tls::TlsPaths {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+            ca: dir.join("ca.crt"),
+        };
+        switchyard_engine::tls::TlsConfigs::load(&paths).unwrap();
+    }
+    let alice = std::fs::read(dir.join("alice.crt")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&alice).unwrap();
+    let identity = switchyard_director::Identity::from_der(&der).unwrap();
+    assert_eq!(&*identity.roles, ["reader", "ops"]);
+    // A CA key is never overwritten.
+    let (status, stderr) = run_to_exit(&["cert", "ca", "--out", out]).await;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("refusing to overwrite"), "{stderr}");
 }

@@ -9,6 +9,8 @@
 //! passed to every leg.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -87,6 +89,8 @@ pub(super) struct Broadcast {
     /// The client's request ended; `End` is being delivered.
     ending: bool,
     stall_timeout: Duration,
+    /// Counts the request bytes, when the call is observed.
+    bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Broadcast {
@@ -96,6 +100,7 @@ impl Broadcast {
         legs: usize,
         max_message_size: usize,
         stall_timeout: Duration,
+        bytes_in: Option<Arc<AtomicU64>>,
     ) -> (Self, Vec<RequestFeed>) {
         let (feeds, bodies) = (0..legs)
             .map(|_| {
@@ -110,6 +115,7 @@ impl Broadcast {
             pending: None,
             ending: false,
             stall_timeout,
+            bytes_in,
         };
         (broadcast, bodies)
     }
@@ -176,6 +182,9 @@ impl Broadcast {
                     }
                     if data.is_empty() {
                         continue;
+                    }
+                    if let Some(bytes) = &self.bytes_in {
+                        bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
                     data
                 }

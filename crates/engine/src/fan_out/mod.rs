@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,9 +41,10 @@ use http::{HeaderMap, HeaderValue, header};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::backend::{Backend, ReplyShape};
+use crate::body::Legs;
 use crate::codec::frame::FrameHeader;
 use crate::config::ProxyConfig;
 use crate::log_limit::LogLimit;
@@ -74,19 +76,36 @@ pub(crate) enum Answer {
 
 static LEG_FAILED: LogLimit = LogLimit::new(Duration::from_secs(1));
 
+/// One fan-out call to forward.
+pub(crate) struct Request<B> {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) body: B,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) shape: ReplyShape,
+    /// Counts the request bytes, when the call is observed.
+    pub(crate) bytes_in: Option<Arc<AtomicU64>>,
+    /// Reports each backend's end, when the call is observed.
+    pub(crate) legs: Option<Legs>,
+}
+
 /// Forwards one call to every backend.
 pub(crate) async fn forward<B>(
     config: &ProxyConfig,
     backends: Vec<Arc<dyn Backend>>,
-    parts: http::request::Parts,
-    body: B,
-    deadline: Option<Instant>,
-    shape: ReplyShape,
+    request: Request<B>,
 ) -> Answer
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let Request {
+        parts,
+        body,
+        deadline,
+        shape,
+        bytes_in,
+        legs: observed,
+    } = request;
     let method = parts.uri.path().to_owned();
     let parts = Arc::new(parts);
     let (broadcast, feeds) = Broadcast::new(
@@ -94,6 +113,7 @@ where
         backends.len(),
         config.max_message_size,
         config.request_stall_timeout,
+        bytes_in,
     );
     let legs = backends
         .iter()
@@ -109,6 +129,7 @@ where
         backends,
         method,
         stall_timeout: config.request_stall_timeout,
+        observed,
     };
     match shape {
         ReplyShape::Streamed => call.streamed(deadline).await,
@@ -156,9 +177,18 @@ struct Call {
     backends: Vec<Arc<dyn Backend>>,
     method: String,
     stall_timeout: Duration,
+    /// Reports each backend's end, when the call is observed.
+    observed: Option<Legs>,
 }
 
 impl Call {
+    /// Reports that backend `index` is done, if the call is observed.
+    fn ended(&self, index: usize, code: Code, error_entry: bool) {
+        if let Some(legs) = &self.observed {
+            legs.ended(&*self.backends[index], code, error_entry);
+        }
+    }
+
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<CallEvent> {
         if let Some(broadcast) = self.broadcast.as_mut() {
             match broadcast.poll(cx) {
@@ -211,6 +241,7 @@ impl Call {
         status: &Status,
     ) -> Result<Option<Bytes>, Status> {
         let backend = &self.backends[index];
+        self.ended(index, status.code(), true);
         if let Some(suppressed) = LEG_FAILED.check() {
             tracing::warn!(backend = %backend, method = %self.method, code = ?status.code(), message = status.message(), suppressed, "backend failed in fan-out");
         }
@@ -300,6 +331,7 @@ impl Call {
             });
             match outcome {
                 Ok(backend_trailers) => {
+                    self.ended(i, Code::Ok, false);
                     merge_metadata(&mut trailers, backend_trailers);
                     parts.extend(slot.message);
                 }
@@ -421,7 +453,8 @@ impl StreamedBody {
         match event {
             CallEvent::Leg(_, LegEvent::Headers(_)) => {}
             CallEvent::Leg(_, LegEvent::Message(message)) => self.push_message(message)?,
-            CallEvent::Leg(_, LegEvent::Done(Ok(trailers))) => {
+            CallEvent::Leg(i, LegEvent::Done(Ok(trailers))) => {
+                call.ended(i, Code::Ok, false);
                 merge_metadata(&mut self.trailers, trailers);
             }
             CallEvent::Leg(i, LegEvent::Done(Err(status))) => {

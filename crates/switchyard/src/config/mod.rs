@@ -21,9 +21,10 @@ use anyhow::{Context, anyhow, bail};
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 use smart_default::SmartDefault;
-use switchyard_director::{DEFAULT_REMOTE_PORT, MachineAddr, Registry};
+use switchyard_director::{AuthzRule, DEFAULT_REMOTE_PORT, MachineAddr, MethodPattern, Registry};
 use switchyard_engine::Address;
 use switchyard_engine::config::DEFAULT_MAX_MESSAGE_SIZE;
+use switchyard_engine::tls::TlsPaths;
 
 pub use value::{Count, Listen, MessageSize, MethodName, Secs, SocketMode};
 
@@ -111,10 +112,53 @@ pub struct Options {
     /// unread before it is dropped from the call, in seconds [default: 5].
     #[arg(long, value_name = "SECS")]
     pub request_stall_secs: Option<Secs>,
+    /// Group owning the Unix listener sockets (a name or a number), so that
+    /// its members may connect [default: the daemon's group].
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Mutual TLS on TCP (the `[tls]` table).
+    #[command(flatten)]
+    pub tls: Option<TlsOptions>,
+    /// A role of callers on the Unix socket; repeatable [default: admin].
+    #[arg(long = "unix-role", value_name = "ROLE")]
+    pub unix_roles: Option<Vec<String>>,
+    /// A method (pattern) that may fan out; repeatable. When set, a fan-out
+    /// of any other method is refused before anything is dialled.
+    #[arg(long = "fan-out-method", value_name = "PATTERN")]
+    pub fan_out_methods: Option<Vec<MethodPattern>>,
+    /// Who may call what (file only): `[[authz]]` tables with `roles` and
+    /// `methods`.
+    #[arg(skip)]
+    pub authz: Option<Vec<AuthzRule>>,
     /// The machine registry (file only): `[[machines]]` tables with `id`,
     /// `name` and `addr`.
     #[arg(skip)]
     pub machines: Option<Registry>,
+}
+
+/// The `[tls]` table: this machine's certificate, its key, the cluster CA.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsOptions {
+    /// This machine's certificate chain, PEM (`[tls] cert`).
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Its private key, PEM (`[tls] key`).
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The cluster CA bundle, PEM (`[tls] ca`).
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+impl From<TlsPaths> for TlsOptions {
+    fn from(paths: TlsPaths) -> Self {
+        Self {
+            cert: Some(paths.cert),
+            key: Some(paths.key),
+            ca: Some(paths.ca),
+        }
+    }
 }
 
 /// What the daemon runs with.
@@ -173,10 +217,15 @@ pub struct StartSettings {
     /// How long a fan-out machine may leave the request unread.
     #[default(Secs(std::time::Duration::from_secs(5)))]
     pub request_stall_secs: Secs,
+    /// Group of the Unix listener sockets.
+    pub socket_group: Option<String>,
+    /// The TLS files; `None` serves plaintext. Their contents are read again
+    /// on reload (certificate rotation).
+    pub tls: Option<TlsOptions>,
 }
 
 /// Settings a reload (SIGHUP) applies without dropping running calls.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, SmartDefault, Deserialize)]
 #[serde(default)]
 pub struct LiveSettings {
     /// This machine's address.
@@ -185,6 +234,17 @@ pub struct LiveSettings {
     pub machines: Option<Registry>,
     /// Without a registry: the networks machines may be dialled in.
     pub allowed_networks: Option<Vec<Ipv6Net>>,
+    /// Roles of callers on the Unix socket.
+    #[default(default_unix_roles())]
+    pub unix_roles: Vec<String>,
+    /// Methods that may fan out; `None` allows every method.
+    pub fan_out_methods: Option<Vec<MethodPattern>>,
+    /// Who may call what; empty allows every caller everything.
+    pub authz: Vec<AuthzRule>,
+}
+
+fn default_unix_roles() -> Vec<String> {
+    vec!["admin".to_owned()]
 }
 
 impl Settings {
@@ -205,7 +265,7 @@ impl Settings {
             toml::Table::try_from(options).context("cannot represent the settings")
         };
         let mut merged = table(file)?;
-        merged.extend(table(flags)?);
+        overlay(&mut merged, table(flags)?);
         let settings: Self = toml::Value::Table(merged)
             .try_into()
             .context("cannot apply the settings")?;
@@ -216,6 +276,19 @@ impl Settings {
         }
         if settings.start.listen.as_ref().is_some_and(Vec::is_empty) {
             bail!("listen: the list is empty");
+        }
+        if let Some(tls) = &settings.start.tls {
+            let missing: Vec<&str> = [("cert", &tls.cert), ("key", &tls.key), ("ca", &tls.ca)]
+                .into_iter()
+                .filter(|(_, path)| path.is_none())
+                .map(|(name, _)| name)
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "tls: cert, key and ca are all needed; missing: {}",
+                    missing.join(", ")
+                );
+            }
         }
         if settings.listeners().is_empty() {
             bail!(
@@ -236,6 +309,16 @@ impl Settings {
             )],
             (None, None) => Vec::new(),
         }
+    }
+
+    /// The TLS files, once [`Settings::load`] checked that all three are set.
+    pub fn tls_paths(&self) -> Option<TlsPaths> {
+        let tls = self.start.tls.as_ref()?;
+        Some(TlsPaths {
+            cert: tls.cert.clone()?,
+            key: tls.key.clone()?,
+            ca: tls.ca.clone()?,
+        })
     }
 
     /// The connection bound: configured, or three quarters of the open-file
@@ -268,6 +351,19 @@ impl Settings {
         changed.sort();
         changed.dedup();
         changed
+    }
+}
+
+/// Overlays `from` on `into`: tables merge key by key (a flag sets one key
+/// of `[tls]` without dropping the file's others), anything else replaces.
+fn overlay(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(lower)), toml::Value::Table(upper)) => overlay(lower, upper),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::*;
+use switchyard_engine::tls::TlsPaths;
 
 fn args() -> Options {
     Options {
@@ -229,4 +230,73 @@ fn reload_names_what_needs_a_restart() {
         changed.needing_restart(&running),
         ["listen", "streamed_methods"]
     );
+}
+
+#[test]
+fn tls_flags_complete_the_files_table() {
+    let text = "local_socket = \"/x\"\nlisten = [\"unix:/s\"]\n[tls]\ncert = \"/a.crt\"\nca = \"/ca.crt\"\n";
+    let err = Settings::merge(&Options::default(), &file(text))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("tls:") && err.contains("missing: key"),
+        "{err}"
+    );
+    let with_key = flags(&["--tls-key", "/a.key"]).unwrap();
+    let s = Settings::merge(&with_key, &file(text)).unwrap();
+    assert_eq!(
+        s.tls_paths().unwrap(),
+        TlsPaths {
+            cert: "/a.crt".into(),
+            key: "/a.key".into(),
+            ca: "/ca.crt".into(),
+        }
+    );
+    assert!(
+        parse_file("[tls]\ncertificate = \"/a\"\n")
+            .unwrap_err()
+            .starts_with("tls:")
+    );
+}
+
+#[test]
+fn authorization_from_the_file_and_flags() {
+    let text = r#"
+        local_socket = "/x"
+        listen = ["unix:/s"]
+        unix_roles = ["operator"]
+        fan_out_methods = ["/machineinfo.v1.MachineInfo/*"]
+        [[authz]]
+        roles = ["admin"]
+        methods = ["*"]
+        [[authz]]
+        roles = ["reader"]
+        methods = ["/machineinfo.v1.MachineInfo/*", "/grpc.health.v1.Health/Check"]
+    "#;
+    let s = Settings::merge(&Options::default(), &file(text)).unwrap();
+    assert_eq!(s.live.unix_roles, ["operator"]);
+    assert_eq!(s.live.authz.len(), 2);
+    assert_eq!(s.live.authz[1].methods.len(), 2);
+    assert_eq!(s.live.fan_out_methods.as_ref().unwrap().len(), 1);
+    let defaults = Settings::merge(&listening(), &Options::default()).unwrap();
+    assert_eq!(defaults.live.unix_roles, ["admin"]);
+    assert!(defaults.live.authz.is_empty() && defaults.live.fan_out_methods.is_none());
+    assert!(
+        error(
+            &listening(),
+            "[[authz]]\nroles = [\"a\"]\nmethods = [\"Reboot\"]\n"
+        )
+        .starts_with("authz")
+    );
+    let flagged = flags(&[
+        "--unix-role",
+        "a",
+        "--unix-role",
+        "b",
+        "--fan-out-method",
+        "*",
+    ])
+    .unwrap();
+    let s = Settings::merge(&flagged, &file(text)).unwrap();
+    assert_eq!(s.live.unix_roles, ["a", "b"]);
 }

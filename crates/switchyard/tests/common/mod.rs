@@ -18,10 +18,12 @@ use machine_info::pb::machine_info_client::MachineInfoClient;
 use machine_info::pb::{
     DescribeRequest, DescribeResponse, Description, Metadata, Tick, WatchRequest,
 };
+use switchyard::cert::{CertAuthority, CertPem, MachineSpec, Validity};
 use switchyard::cluster::{LoopbackCluster, LoopbackMachine};
 use switchyard::config::{MethodName, Secs, Settings};
 use switchyard::daemon::Daemon;
 use switchyard_director::{DEFAULT_REMOTE_PORT, Registry};
+use switchyard_engine::tls::{ClientTls, PeerName, TlsConfigs, TlsPaths};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -169,6 +171,8 @@ pub struct Cluster {
     /// The registry of all three machines.
     pub registry: Registry,
     dir: tempfile::TempDir,
+    /// With TLS: the certificate [`Cluster::client`] presents.
+    tls_client: Option<TlsPaths>,
 }
 
 /// Settings of a test machine: [`machine_settings`] with `Watch` configured
@@ -203,7 +207,32 @@ impl Cluster {
     /// Starts the three machines, `tweak`ing the settings of machine `i`
     /// before its Switchyard starts.
     pub async fn start_with(tag: &str, tweak: impl Fn(usize, &mut Settings)) -> Self {
+        Self::start_in(socket_dir(tag), None, tweak).await
+    }
+
+    /// Starts the three machines with mutual TLS: a CA and certificates in
+    /// `<dir>/tls` (machines named by `::1` and their name), and clients
+    /// that present the `admin` certificate.
+    pub async fn start_tls(
+        tag: &str,
+        tweak: impl Fn(usize, &mut Settings, &Certs),
+    ) -> (Self, Certs) {
         let dir = socket_dir(tag);
+        let certs = Certs::create(&dir.path().join("tls"));
+        let admin = certs.client("admin", &["admin"]);
+        let cluster = Self::start_in(dir, Some(admin), |i, settings| {
+            settings.start.tls = Some(certs.machine(NAMES[i]).into());
+            tweak(i, settings, &certs);
+        })
+        .await;
+        (cluster, certs)
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        tls_client: Option<TlsPaths>,
+        tweak: impl Fn(usize, &mut Settings),
+    ) -> Self {
         let cluster = LoopbackCluster::start(dir.path(), &NAMES, |i, settings| {
             test_defaults(settings);
             tweak(i, settings);
@@ -214,6 +243,7 @@ impl Cluster {
             nodes: cluster.machines,
             registry: cluster.registry,
             dir,
+            tls_client,
         };
         for i in 0..NAMES.len() {
             cluster.wait_ready(i).await;
@@ -227,8 +257,19 @@ impl Cluster {
 
     /// Waits until machine `i` answers a local call through its Switchyard.
     pub async fn wait_ready(&self, i: usize) {
-        let client = self.client(i);
         let name = self.nodes[i].name.clone();
+        if self.tls_client.is_some() {
+            // A machine may present a certificate the test client refuses:
+            // its service being up is enough (its listener is bound).
+            let socket = self.nodes[i].socket.clone();
+            eventually(WAIT, &format!("machine {name}'s service up"), || {
+                let socket = socket.clone();
+                async move { tokio::net::UnixStream::connect(&socket).await.ok() }
+            })
+            .await;
+            return;
+        }
+        let client = self.client(i);
         eventually(WAIT, &format!("machine {name} up"), || {
             let mut client = client.clone();
             async move { client.describe(describe(&[])).await.ok() }
@@ -244,9 +285,12 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no machine {name}"))
     }
 
-    /// A client of machine `i`'s Switchyard (TCP).
+    /// A client of machine `i`'s Switchyard (TCP; with TLS, as `admin`).
     pub fn client(&self, i: usize) -> MachineInfoClient<Channel> {
-        tcp_client(self.nodes[i].addr)
+        match &self.tls_client {
+            Some(paths) => tls_client(self.nodes[i].addr, paths),
+            None => tcp_client(self.nodes[i].addr),
+        }
     }
 
     /// A client of machine `i`'s `machine-info` service, bypassing Switchyard.
@@ -330,6 +374,120 @@ impl Cluster {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Mutual TLS
+
+/// A cluster CA and certificates, in one directory.
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: CertAuthority,
+}
+
+impl std::fmt::Debug for Certs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certs").field("dir", &self.dir).finish()
+    }
+}
+
+impl Certs {
+    /// A new CA in `dir` (`ca.crt`, `ca.key`) and a certificate per machine
+    /// of [`NAMES`], naming `::1` and the machine's name.
+    pub fn create(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = CertAuthority::generate("test CA", Validity::days(1).unwrap()).unwrap();
+        ca.to_pem()
+            .write(&dir.join("ca.crt"), &dir.join("ca.key"))
+            .unwrap();
+        let certs = Self {
+            dir: dir.to_owned(),
+            ca,
+        };
+        for name in NAMES {
+            certs.issue_machine(name, &["::1"], Some(name));
+        }
+        certs
+    }
+
+    /// Writes `<dir>/<file>.crt|.key`: a machine certificate naming `ips`
+    /// and `name`.
+    pub fn issue_machine(&self, file: &str, ips: &[&str], name: Option<&str>) -> TlsPaths {
+        let spec = MachineSpec {
+            ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+            name: name.map(str::to_owned),
+        };
+        let pem = self
+            .ca
+            .issue_machine(&spec, Validity::days(1).unwrap())
+            .unwrap();
+        self.write(file, &pem)
+    }
+
+    /// The files of machine `name`'s certificate.
+    pub fn machine(&self, name: &str) -> TlsPaths {
+        self.paths(name)
+    }
+
+    /// Writes `<dir>/<name>.crt|.key`: a caller certificate with `roles`.
+    pub fn client(&self, name: &str, roles: &[&str]) -> TlsPaths {
+        let pem = self
+            .ca
+            .issue_client(name, roles, Validity::days(1).unwrap())
+            .unwrap();
+        self.write(name, &pem)
+    }
+
+    /// A caller certificate that expired yesterday.
+    pub fn expired_client(&self, name: &str) -> TlsPaths {
+        let now = std::time::SystemTime::now();
+        let validity = Validity {
+            not_before: now - Duration::from_secs(10 * 86_400),
+            not_after: now - Duration::from_secs(86_400),
+        };
+        let pem = self.ca.issue_client(name, &["admin"], validity).unwrap();
+        self.write(name, &pem)
+    }
+
+    fn write(&self, name: &str, pem: &CertPem) -> TlsPaths {
+        let paths = self.paths(name);
+        pem.write(&paths.cert, &paths.key).unwrap();
+        paths
+    }
+
+    fn paths(&self, name: &str) -> TlsPaths {
+        TlsPaths {
+            cert: self.dir.join(format!("{name}.crt")),
+            key: self.dir.join(format!("{name}.key")),
+            ca: self.dir.join("ca.crt"),
+        }
+    }
+}
+
+/// A client of the Switchyard at `addr` over mutual TLS, presenting the
+/// certificate of `paths` and trusting its CA; the server must be named by
+/// its IP.
+pub fn tls_client(addr: SocketAddr, paths: &TlsPaths) -> MachineInfoClient<Channel> {
+    let client = TlsConfigs::load(paths)
+        .expect("client TLS files")
+        .client()
+        .clone();
+    let peer = PeerName::new(addr.ip(), None).unwrap();
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+        let (client, peer) = (client.clone(), peer.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let tls = client
+                .connector_for(&peer)
+                .connect(ClientTls::server_name(&peer), tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    }));
+    MachineInfoClient::new(channel)
 }
 
 // ---------------------------------------------------------------------------
