@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
 use ipnet::Ipv6Net;
-use switchyard_engine::{Backend, ChannelConfig, Director, Mode, ReplyShape, Route};
+use switchyard_engine::{Backend, ChannelConfig, ChannelState, Director, Mode, ReplyShape, Route};
 use tonic::Status;
 
 use crate::addr::MachineAddr;
@@ -98,6 +98,18 @@ impl Default for DirectorOptions {
             policy: Policy::default(),
         }
     }
+}
+
+/// One machine as the director sees it (for `switchyard machines`, metrics
+/// and readiness).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineStatus {
+    /// Its address, and its registry ID and name.
+    pub info: MachineInfo,
+    /// Whether it is this machine.
+    pub local: bool,
+    /// Its connection: idle (nothing known), connecting, connected, down.
+    pub state: ChannelState,
 }
 
 /// Routes calls to machines from their metadata; implements the engine's
@@ -177,6 +189,46 @@ impl MachineDirector {
     /// The machine registry, if any.
     pub fn registry(&self) -> Option<Arc<Registry>> {
         self.state().registry.clone()
+    }
+
+    /// Every machine this director knows: this one, the registry's (or,
+    /// without a registry, those called so far), with their connection
+    /// state.
+    pub fn machines(&self) -> Vec<MachineStatus> {
+        let state = self.state();
+        let resolver = self.resolver(&state);
+        let remotes = self.remotes();
+        let mut machines = vec![MachineStatus {
+            info: resolver.local_info(),
+            local: true,
+            state: self.local.state(),
+        }];
+        let remote = |socket: SocketAddrV6, info: MachineInfo| MachineStatus {
+            state: remotes
+                .get(&socket)
+                .map_or(ChannelState::Idle, |backend| backend.state()),
+            info,
+            local: false,
+        };
+        match state.registry.as_deref() {
+            Some(registry) => {
+                // The registry may name this machine too.
+                for machine in registry.machines() {
+                    let socket = machine.addr.socket_addr(self.remote_port);
+                    if let Some(info) = resolver.remote_info(socket) {
+                        machines.push(remote(socket, info));
+                    }
+                }
+            }
+            None => {
+                let mut sockets: Vec<_> = remotes.keys().copied().collect();
+                sockets.sort();
+                for socket in sockets {
+                    machines.push(remote(socket, (*remotes[&socket].info()).clone()));
+                }
+            }
+        }
+        machines
     }
 
     /// The machines with a cached remote backend.

@@ -41,7 +41,7 @@ pub mod tag;
 
 pub use addr::{AddrError, MachineAddr};
 pub use authz::{AuthzRule, Caller, MethodPattern, Policy};
-pub use director::{DEFAULT_REMOTE_PORT, DirectorOptions, MachineDirector};
+pub use director::{DEFAULT_REMOTE_PORT, DirectorOptions, MachineDirector, MachineStatus};
 pub use identity::{Identity, MACHINE_ROLE};
 pub use local::LocalBackend;
 pub use registry::{Machine, Registry, RegistryError};

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use switchyard_engine::{
-    Address, Backend, Backoff, BoxError, Channel, ChannelConfig, ReplyShape, Upstream,
+    Address, Backend, Backoff, BoxError, Channel, ChannelConfig, ChannelState, ReplyShape, Upstream,
 };
 use tonic::Status;
 
@@ -66,6 +66,11 @@ impl LocalBackend {
     /// Sets this machine's address, ID and name; safe while calls run.
     pub fn set_info(&self, info: MachineInfo) {
         self.tag.set_info(info);
+    }
+
+    /// What is known of the connection to the local server now.
+    pub fn state(&self) -> ChannelState {
+        self.channel.state()
     }
 
     /// Closes the connection. Running calls finish; new calls fail.

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
 use switchyard_engine::{
-    Address, Backend, BoxError, Channel, ChannelConfig, ConnectError, ReplyShape, Upstream,
+    Address, Backend, BoxError, Channel, ChannelConfig, ChannelState, ConnectError, ReplyShape,
+    Upstream,
 };
 use tonic::Status;
 
@@ -70,6 +71,11 @@ impl RemoteBackend {
     /// Whether a connection is open.
     pub fn is_connected(&self) -> bool {
         self.channel.is_connected()
+    }
+
+    /// What is known of the connection to the machine now.
+    pub fn state(&self) -> ChannelState {
+        self.channel.state()
     }
 
     /// The machine for people: `beta ([fd00::2]:51001)` with a registry

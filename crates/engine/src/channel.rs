@@ -89,6 +89,24 @@ pub enum ConnectError {
     },
 }
 
+/// What a channel knows of its target now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelState {
+    /// Not connected, not known down: the next call dials.
+    Idle,
+    /// A dial is running.
+    Connecting,
+    /// Connected.
+    Connected,
+    /// Known down: calls fail at once until the next attempt.
+    Down {
+        /// Why the last attempt failed (the detail, for operators).
+        cause: String,
+    },
+    /// Closed for good.
+    Closed,
+}
+
 /// A lazily connected, shared HTTP/2 connection to one target.
 #[derive(Debug, Clone)]
 pub struct Channel {
@@ -218,6 +236,20 @@ impl Channel {
             authority: self.inner.authority.clone(),
             headers,
         })
+    }
+
+    /// What the channel knows of its target now.
+    pub fn state(&self) -> ChannelState {
+        match &*self.inner.state() {
+            State::Idle { .. } => ChannelState::Idle,
+            State::Connecting(_) => ChannelState::Connecting,
+            State::Ready { conn, .. } if !conn.is_closed() => ChannelState::Connected,
+            State::Ready { .. } => ChannelState::Idle,
+            State::Down { cause, .. } => ChannelState::Down {
+                cause: cause.to_string(),
+            },
+            State::Closed => ChannelState::Closed,
+        }
     }
 
     /// Whether the target is currently known to be down.

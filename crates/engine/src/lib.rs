@@ -62,7 +62,7 @@ pub use address::Address;
 pub use backend::{Backend, ChannelBackend, ReplyShape};
 pub use backoff::Backoff;
 pub use body::{ResponseBody, error_response};
-pub use channel::{Channel, ConnectError};
+pub use channel::{Channel, ChannelState, ConnectError};
 pub use config::{ChannelConfig, Http2Settings, ProxyConfig, ServerConfig};
 pub use director::{Director, Mode, Route, StaticDirector};
 pub use peer::{Peer, PeerAddr};

@@ -610,3 +610,22 @@ fn closed_director_refuses_calls() {
     let err = route(&d, &[]).unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
 }
+
+#[test]
+fn machines_lists_this_one_and_the_registry_with_their_state() {
+    let d = registry_director();
+    let machines = d.machines();
+    let names: Vec<_> = machines.iter().map(|m| m.info.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"]);
+    assert!(machines[0].local && !machines[1].local);
+    assert!(
+        machines
+            .iter()
+            .all(|m| m.state == switchyard_engine::ChannelState::Idle)
+    );
+    // Without a registry: this machine and the machines called so far.
+    let d = director_at("fd00::1");
+    route(&d, &[("machines", "fd00::3")]).unwrap();
+    let addrs: Vec<_> = d.machines().iter().map(|m| m.info.addr.clone()).collect();
+    assert_eq!(addrs, ["fd00::1", "fd00::3"]);
+}
