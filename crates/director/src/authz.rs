@@ -182,7 +182,7 @@ impl Policy {
     /// refuses the call when no rule allows its method.
     pub fn admit(&self, request: &mut http::request::Parts) -> Result<Caller, Status> {
         let peer = request.extensions.get::<Arc<Peer>>().cloned();
-        let identity = peer.as_deref().and_then(certificate_identity);
+        let identity = peer.as_deref().and_then(identity_of);
         let machine = identity.as_deref().is_some_and(Identity::is_machine);
         let headers = &mut request.headers;
         let forwarded = headers.remove(ROLES_HEADER);
@@ -241,8 +241,9 @@ impl Policy {
     }
 }
 
-/// The identity in a TLS peer's certificate, read once per connection.
-fn certificate_identity(peer: &Peer) -> Option<Arc<Identity>> {
+/// The identity in a TLS peer's certificate, read once per connection
+/// (`None` without TLS or a readable certificate).
+pub fn identity_of(peer: &Peer) -> Option<Arc<Identity>> {
     peer.derived(|peer| {
         let leaf = peer.certificates.as_ref()?.first()?;
         match Identity::from_der(leaf) {

@@ -1,12 +1,14 @@
 //! A running Switchyard: the machine director, the proxy engine and the
 //! listeners, wired together. No routing logic lives here.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use switchyard_director::{DirectorOptions, MachineDirector, Policy};
+use switchyard_engine::observe::SharedObserver;
 use switchyard_engine::server::{ConnectionLimit, Listener, serve};
 use switchyard_engine::tls::TlsStore;
 use switchyard_engine::{Address, ChannelConfig, ProxyConfig, ServerConfig, TransparentProxy};
@@ -15,7 +17,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::config::{LiveSettings, Settings};
+use crate::config::{Listen, LiveSettings, Settings};
+use crate::metrics::{Metrics, Telemetry};
+use crate::ops::Ops;
 use crate::reflect::Streamed;
 
 /// A Switchyard serving until [`Daemon::shutdown`].
@@ -31,6 +35,10 @@ pub struct Daemon {
     discovery: Option<AbortOnDropHandle<()>>,
     /// The TLS certificates in force, re-read on reload.
     tls: Option<Arc<TlsStore>>,
+    /// The access log and metrics.
+    telemetry: Arc<Telemetry>,
+    /// The operations listener's task and its TCP address.
+    ops: Option<(AbortOnDropHandle<()>, Option<SocketAddr>)>,
 }
 
 impl Daemon {
@@ -49,42 +57,52 @@ impl Daemon {
             .map(crate::listen::group_id)
             .transpose()?;
         let addresses = settings.listeners();
-        let mut listeners = Vec::with_capacity(addresses.len());
+        let metrics = settings.start.metrics_listen.as_ref().map(|l| &l.0);
+        let mut listeners = Vec::with_capacity(addresses.len() + 1);
         let mut socket_files = Vec::new();
-        for addr in &addresses {
-            let bound = crate::listen::bind(addr, settings.start.socket_mode.0, group).await;
-            let listener = match bound {
-                Ok(listener) => listener,
+        for addr in addresses.iter().chain(metrics) {
+            match crate::listen::bind(addr, settings.start.socket_mode.0, group) {
+                Ok(listener) => listeners.push(listener),
                 Err(err) => {
                     drop(listeners);
                     remove_socket_files(&socket_files);
                     return Err(err);
                 }
-            };
-            listeners.push(listener);
+            }
             if let Address::Unix(path) = addr {
                 socket_files.push(SocketFile::new(path));
             }
         }
-        let mut daemon = Self::serving(settings, listeners, tls);
+        let ops = metrics.and_then(|_| listeners.pop());
+        let mut daemon = Self::serving(settings, listeners, ops, tls);
         daemon.socket_files = socket_files;
         Ok(daemon)
     }
 
-    /// Starts serving on listeners bound by the caller.
+    /// Starts serving on listeners bound by the caller; binds the metrics
+    /// listener if one is configured.
     ///
     /// # Panics
     ///
-    /// When the TLS files of `settings` cannot be loaded (use
-    /// [`Daemon::start`] to get the error).
+    /// When the TLS files of `settings` cannot be loaded or the metrics
+    /// listener cannot be bound (use [`Daemon::start`] to get the error).
     pub fn with_listeners(settings: &Settings, listeners: Vec<Listener>) -> Self {
         let tls = settings
             .tls_paths()
             .map(|paths| Arc::new(TlsStore::load(paths).expect("the TLS files load")));
-        Self::serving(settings, listeners, tls)
+        let ops = settings.start.metrics_listen.as_ref().map(|Listen(addr)| {
+            crate::listen::bind(addr, settings.start.socket_mode.0, None)
+                .expect("the metrics listener binds")
+        });
+        Self::serving(settings, listeners, ops, tls)
     }
 
-    fn serving(settings: &Settings, listeners: Vec<Listener>, tls: Option<Arc<TlsStore>>) -> Self {
+    fn serving(
+        settings: &Settings,
+        listeners: Vec<Listener>,
+        ops: Option<Listener>,
+        tls: Option<Arc<TlsStore>>,
+    ) -> Self {
         if tls.is_none() && !settings.live.authz.is_empty() {
             tracing::warn!(
                 "authz rules without [tls]: callers on TCP have no roles, only Unix callers (unix_roles) can be allowed"
@@ -119,11 +137,22 @@ impl Daemon {
                 .keep_discovering(start.local_socket.clone(), rediscover.clone());
             AbortOnDropHandle::new(tokio::spawn(task))
         });
+        let metrics = start
+            .metrics_listen
+            .is_some()
+            .then(|| Metrics::new(start.streamed_methods.iter().map(|m| m.0.clone())));
+        let telemetry = Arc::new(Telemetry::new(
+            director.clone(),
+            settings.live.access_log,
+            metrics,
+        ));
+        let observer: SharedObserver = telemetry.clone();
         let proxy = TransparentProxy::with_config(
             director.clone(),
             ProxyConfig {
                 max_message_size: start.max_message_size.0,
                 request_stall_timeout: start.request_stall_secs.into(),
+                observer: Some(observer.clone()),
                 ..ProxyConfig::default()
             },
         );
@@ -132,6 +161,7 @@ impl Daemon {
             connections: ConnectionLimit::new(settings.max_connections()),
             handshake_timeout: start.handshake_timeout_secs.into(),
             tls: tls.clone(),
+            observer: Some(observer),
             ..ServerConfig::default()
         };
         let (stop, stopped) = watch::channel(false);
@@ -145,6 +175,19 @@ impl Daemon {
                 serve(listener, proxy, &server, shutdown).await;
             });
         }
+        let ops = ops.map(|listener| {
+            let addr = match &listener {
+                Listener::Tcp(l) => l.local_addr().ok(),
+                Listener::Unix(_) => None,
+            };
+            let ops = Ops {
+                telemetry: telemetry.clone(),
+                local_socket: start.local_socket.clone(),
+                checks: Vec::new(),
+            };
+            let task = tokio::spawn(ops.serve(listener, stop.subscribe()));
+            (AbortOnDropHandle::new(task), addr)
+        });
         Self {
             director,
             stop,
@@ -154,7 +197,19 @@ impl Daemon {
             rediscover,
             discovery,
             tls,
+            telemetry,
+            ops,
         }
+    }
+
+    /// The TCP address of the metrics and health listener, if it is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|(_, addr)| *addr)
+    }
+
+    /// The access log and metrics.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     /// The streamed methods learned from the local server (see [`crate::reflect`]).
@@ -174,6 +229,7 @@ impl Daemon {
         self.director
             .set_allowed_networks(live.allowed_networks.clone());
         self.director.set_policy(policy(live, self.tls.is_some()));
+        self.telemetry.set_access_log(live.access_log);
         if let Some(tls) = &self.tls {
             match tls.reload() {
                 Ok(()) => tracing::info!("TLS certificates reloaded; new connections use them"),
@@ -198,6 +254,7 @@ impl Daemon {
             done.context("a listener task failed")?;
         }
         self.discovery.take();
+        self.ops.take();
         self.director.close();
         remove_socket_files(&self.socket_files);
         Ok(())

@@ -2,6 +2,9 @@
 //!
 //! - [`config`]: settings from a TOML file and flags;
 //! - [`listen`]: binding listeners and their socket files;
+//! - [`logging`]: log format and filter;
+//! - [`metrics`]: Prometheus metrics and the access log;
+//! - [`ops`]: the metrics and health listener;
 //! - [`daemon`]: director + engine + listeners, wired together;
 //! - [`reflect`]: streamed methods learned from the local server's reflection;
 //! - [`serve`]: the `serve` command (signals, reload, shutdown);
@@ -15,5 +18,16 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod listen;
+pub mod logging;
+pub mod metrics;
+pub mod ops;
 pub mod reflect;
 pub mod serve;
+
+/// The version and the git commit this binary was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SWITCHYARD_COMMIT"),
+    ")"
+);

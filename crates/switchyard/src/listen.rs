@@ -9,13 +9,16 @@ use anyhow::{Context, bail};
 use switchyard_engine::Address;
 use switchyard_engine::server::Listener;
 
-/// Binds `addr`; a Unix socket file gets `mode` permissions and, when
-/// given, belongs to `group`.
-pub async fn bind(addr: &Address, mode: u32, group: Option<u32>) -> anyhow::Result<Listener> {
+/// Binds `addr` (within a Tokio runtime); a Unix socket file gets `mode`
+/// permissions and, when given, belongs to `group`.
+pub fn bind(addr: &Address, mode: u32, group: Option<u32>) -> anyhow::Result<Listener> {
     match addr {
         Address::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
+            let listener = std::net::TcpListener::bind(addr)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(l)
+                })
                 .with_context(|| format!("cannot listen on {addr}"))?;
             Ok(listener.into())
         }
@@ -83,15 +86,15 @@ mod tests {
         let addr = Address::Unix(path.clone());
 
         // A live listener is not clobbered.
-        let live = bind(&addr, 0o660, None).await.unwrap();
+        let live = bind(&addr, 0o660, None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
-        let err = bind(&addr, 0o660, None).await.unwrap_err().to_string();
+        let err = bind(&addr, 0o660, None).unwrap_err().to_string();
         assert!(err.contains("already listening"), "{err}");
 
         // Once it is gone, the stale file is replaced.
         drop(live);
-        bind(&addr, 0o600, Some(0)).await.unwrap();
+        bind(&addr, 0o600, Some(0)).unwrap();
         assert_eq!(
             std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&path).unwrap()),
             0
@@ -101,7 +104,6 @@ mod tests {
         let file = dir.path().join("not-a-socket");
         std::fs::write(&file, b"data").unwrap();
         let err = bind(&Address::Unix(file.clone()), 0o660, None)
-            .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a socket"), "{err}");

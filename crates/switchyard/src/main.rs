@@ -8,10 +8,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use switchyard::cert::CertArgs;
 use switchyard::config::Options;
 use switchyard::demo::DemoArgs;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = switchyard::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,16 +31,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
-    let default_level = match cli.command {
-        Command::Serve(_) => "info",
-        Command::Demo(_) | Command::Cert(_) => "error",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `serve` sets up logging once its settings (the format) are read.
+        switchyard::logging::init(switchyard::config::LogFormat::Text, "error");
+    }
     let result = match cli.command {
         Command::Serve(options) => switchyard::serve::main(*options),
         Command::Demo(args) => tokio::runtime::Runtime::new()

@@ -1,8 +1,10 @@
 //! `switchyard serve`: the daemon's life cycle. SIGHUP reloads the
 //! configuration file; SIGTERM or ctrl-c shut down gracefully, and a second
-//! one cuts the grace period short.
+//! one cuts the grace period short. Under systemd (`Type=notify`) it says
+//! when it is ready, reloading and stopping.
 
 use anyhow::Context;
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{Options, Settings};
@@ -11,13 +13,14 @@ use crate::daemon::Daemon;
 /// Reads the settings, builds the runtime they ask for and runs the daemon
 /// on it until SIGTERM or ctrl-c.
 pub fn main(options: Options) -> anyhow::Result<()> {
+    let settings = Settings::load(&options)?;
+    crate::logging::init(settings.start.log_format, "info");
     // Connections cost file descriptors: take every one the system allows
     // before the connection bound is derived from them.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open-file limit raised"),
         Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
     }
-    let settings = Settings::load(&options)?;
     runtime(settings.start.worker_threads.0)?.block_on(run(options, settings))
 }
 
@@ -48,29 +51,46 @@ pub async fn run(options: Options, settings: Settings) -> anyhow::Result<()> {
         local_socket = %settings.start.local_socket.display(),
         remote_port = settings.start.remote_port,
         max_connections = settings.max_connections(),
+        metrics_listen = settings.start.metrics_listen.as_ref().map(ToString::to_string),
+        version = crate::VERSION,
         "switchyard started"
     );
+    notify(&[NotifyState::Ready]);
     loop {
         tokio::select! {
-            _ = hangup.recv() => match Settings::load(&options) {
-                Ok(new) => {
-                    let restart = new.needing_restart(&settings);
-                    if !restart.is_empty() {
-                        tracing::warn!(settings = ?restart, "changed settings take effect only after a restart");
-                    }
-                    daemon.reload(&new.live);
+            _ = hangup.recv() => {
+                if let Ok(now) = NotifyState::monotonic_usec_now() {
+                    notify(&[NotifyState::Reloading, now]);
                 }
-                Err(err) => tracing::warn!(error = format!("{err:#}"), "reload failed; keeping the running configuration"),
-            },
+                match Settings::load(&options) {
+                    Ok(new) => {
+                        let restart = new.needing_restart(&settings);
+                        if !restart.is_empty() {
+                            tracing::warn!(settings = ?restart, "changed settings take effect only after a restart");
+                        }
+                        daemon.reload(&new.live);
+                    }
+                    Err(err) => tracing::warn!(error = format!("{err:#}"), "reload failed; keeping the running configuration"),
+                }
+                notify(&[NotifyState::Ready]);
+            }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
     }
+    notify(&[NotifyState::Stopping]);
     tracing::info!(grace = ?settings.start.shutdown_grace_secs.0, "shutting down; a second signal stops at once");
     tokio::select! {
         result = daemon.shutdown() => result,
         _ = terminate.recv() => abandon(),
         _ = tokio::signal::ctrl_c() => abandon(),
+    }
+}
+
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`) our state.
+fn notify(state: &[NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(state) {
+        tracing::warn!(error = %err, "cannot notify systemd");
     }
 }
 

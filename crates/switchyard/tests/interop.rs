@@ -61,11 +61,7 @@ async fn grpcio_through_the_unix_socket_with_default_options_and_over_tcp() {
         let mut bound = vec![listener.into()];
         if i == 0 {
             let address = Address::Unix(unix.clone());
-            bound.push(
-                switchyard::listen::bind(&address, 0o660, None)
-                    .await
-                    .unwrap(),
-            );
+            bound.push(switchyard::listen::bind(&address, 0o660, None).unwrap());
             settings
                 .start
                 .listen

@@ -26,7 +26,7 @@ use switchyard_engine::Address;
 use switchyard_engine::config::DEFAULT_MAX_MESSAGE_SIZE;
 use switchyard_engine::tls::TlsPaths;
 
-pub use value::{Count, Listen, MessageSize, MethodName, Secs, SocketMode};
+pub use value::{Count, Listen, LogFormat, MessageSize, MethodName, Secs, SocketMode};
 
 /// Runtime threads unless configured: one thread avoids cross-thread wakeups
 /// and work stealing, which cost more than they give on the small machines
@@ -116,6 +116,17 @@ pub struct Options {
     /// its members may connect [default: the daemon's group].
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+    /// Where to serve Prometheus metrics (`/metrics`) and health
+    /// (`/healthz`, `/readyz`) over plain HTTP: `[ip]:port`, `ip:port` or
+    /// `unix:/path` [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<Listen>,
+    /// One log line per call at `info` (otherwise at `debug`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub access_log: Option<bool>,
+    /// Log line format [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// Mutual TLS on TCP (the `[tls]` table).
     #[command(flatten)]
     pub tls: Option<TlsOptions>,
@@ -222,6 +233,10 @@ pub struct StartSettings {
     /// The TLS files; `None` serves plaintext. Their contents are read again
     /// on reload (certificate rotation).
     pub tls: Option<TlsOptions>,
+    /// The metrics and health listener, if any.
+    pub metrics_listen: Option<Listen>,
+    /// Log line format.
+    pub log_format: LogFormat,
 }
 
 /// Settings a reload (SIGHUP) applies without dropping running calls.
@@ -241,6 +256,8 @@ pub struct LiveSettings {
     pub fan_out_methods: Option<Vec<MethodPattern>>,
     /// Who may call what; empty allows every caller everything.
     pub authz: Vec<AuthzRule>,
+    /// Access log lines at `info`.
+    pub access_log: bool,
 }
 
 fn default_unix_roles() -> Vec<String> {

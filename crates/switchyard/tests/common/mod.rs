@@ -504,8 +504,17 @@ pub struct Process {
 impl Process {
     /// Runs `switchyard <args>` with `RUST_LOG=info`, capturing stderr.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// Runs `switchyard <args>` with `env` set over the defaults.
+    pub fn spawn_with_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> Self {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        command.args(args);
+        command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied());
         Self::run(command)
     }
 
@@ -517,14 +526,14 @@ impl Process {
             .arg("-c")
             .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_switchyard"))
-            .args(args);
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
         Self::run(command)
     }
 
     fn run(mut command: tokio::process::Command) -> Self {
         let mut child = command
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,531 @@
+//! What the daemon records of its work: the access log and, when a metrics
+//! listener is configured, Prometheus metrics. [`Telemetry`] is the engine's
+//! [`Observer`].
+//!
+//! Every label set is bounded, so a caller cannot grow the series: a method
+//! gets its own label once the configuration or the local server's
+//! reflection names it, or a machine answered it `OK` (a server implements
+//! it); until then it counts as `other`. Machines are those the director
+//! dialled. Each kind is capped at [`MAX_LABELS`] values, beyond which
+//! everything counts as `other`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use switchyard_director::{MachineDirector, authz};
+use switchyard_engine::observe::{CallEnd, CallStart, ConnectionEvent, LegEnd, Observer};
+use switchyard_engine::{Backend, ChannelState, Mode, PeerAddr};
+use tonic::Code;
+
+/// Most distinct values of one label.
+pub const MAX_LABELS: usize = 1024;
+
+const OTHER: &str = "other";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    mode: &'static str,
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MachineCodeLabels {
+    machine: &'static str,
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MachineLabels {
+    machine: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MachineStateLabels {
+    machine: &'static str,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    event: &'static str,
+}
+
+/// The engine's observer: the access log, and the metrics if any.
+#[derive(Debug)]
+pub struct Telemetry {
+    director: Arc<MachineDirector>,
+    access_log: AtomicBool,
+    metrics: Option<Metrics>,
+}
+
+impl Telemetry {
+    /// The access log of `director`'s calls (one line per call at `info`
+    /// when `access_log`, else at `debug`), and `metrics` if given.
+    pub fn new(director: Arc<MachineDirector>, access_log: bool, metrics: Option<Metrics>) -> Self {
+        Self {
+            director,
+            access_log: AtomicBool::new(access_log),
+            metrics,
+        }
+    }
+
+    /// Turns the access log on or off (reload).
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log.store(on, Ordering::Relaxed);
+    }
+
+    /// The metrics, when they are recorded.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    /// The metrics in the Prometheus text format (empty without metrics).
+    pub fn encode(&self) -> String {
+        self.metrics
+            .as_ref()
+            .map(|m| m.encode(&self.director))
+            .unwrap_or_default()
+    }
+
+    /// How a call went: `refused`, `fan_out`, `local` or `remote`.
+    fn mode(&self, mode: Option<Mode>, backends: &[Arc<dyn Backend>]) -> &'static str {
+        match (mode, backends.first()) {
+            (None, _) => "refused",
+            (Some(Mode::OneToMany(_)), _) => "fan_out",
+            (Some(Mode::OneToOne), Some(backend))
+                if std::ptr::addr_eq(
+                    Arc::as_ptr(backend),
+                    Arc::as_ptr(self.director.local_backend()),
+                ) =>
+            {
+                "local"
+            }
+            (Some(Mode::OneToOne), _) => "remote",
+        }
+    }
+}
+
+impl Observer for Telemetry {
+    fn call_started(&self, call: &CallStart<'_>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.call_started(call);
+        }
+    }
+
+    fn call_ended(&self, call: &CallEnd<'_>) {
+        let mode = self.mode(call.mode, call.backends);
+        if let Some(metrics) = &self.metrics {
+            metrics.call_ended(call, mode);
+        }
+        access_log(self.access_log.load(Ordering::Relaxed), call, mode);
+    }
+
+    fn leg_ended(&self, leg: &LegEnd<'_>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.leg_ended(leg);
+        }
+    }
+
+    fn connection(&self, event: ConnectionEvent, _peer: &PeerAddr) {
+        if let Some(metrics) = &self.metrics {
+            metrics.connection(event);
+        }
+    }
+}
+
+/// The daemon's Prometheus metrics.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    call_seconds: Family<ModeLabels, Histogram>,
+    open_calls: Family<ModeLabels, Gauge>,
+    machine_calls: Family<MachineCodeLabels, Counter>,
+    machine_seconds: Family<MachineLabels, Histogram>,
+    machine_state: Family<MachineStateLabels, Gauge>,
+    late_machines: Counter,
+    error_entries: Family<CodeLabels, Counter>,
+    bytes_received: Counter,
+    bytes_sent: Counter,
+    connections: Family<ConnectionLabels, Counter>,
+    methods: Names,
+    machines: Names,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency() -> Histogram {
+    // 100 µs to ~26 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 19))
+}
+
+impl Metrics {
+    /// Metrics in which `known_methods` get their own label from the start.
+    pub fn new(known_methods: impl IntoIterator<Item = String>) -> Self {
+        let mut registry = Registry::with_prefix("switchyard");
+        let calls = Family::default();
+        registry.register(
+            "calls",
+            "Calls by method, mode (local, remote, fan_out, refused) and status code",
+            calls.clone(),
+        );
+        let call_seconds = Family::<ModeLabels, Histogram>::new_with_constructor(latency);
+        registry.register(
+            "call_duration_seconds",
+            "Call duration by mode, from the request to the end of the response",
+            call_seconds.clone(),
+        );
+        let open_calls = Family::default();
+        registry.register(
+            "open_calls",
+            "Calls running now (streams included), by mode",
+            open_calls.clone(),
+        );
+        let machine_calls = Family::default();
+        registry.register(
+            "machine_calls",
+            "Calls to each machine (one-to-one, and each fan-out leg) by status code",
+            machine_calls.clone(),
+        );
+        let machine_seconds = Family::<MachineLabels, Histogram>::new_with_constructor(latency);
+        registry.register(
+            "machine_call_duration_seconds",
+            "Duration of calls to each machine",
+            machine_seconds.clone(),
+        );
+        let machine_state = Family::default();
+        registry.register(
+            "machine_connection_state",
+            "1 for each machine's connection state: idle, connecting, up, down, closed",
+            machine_state.clone(),
+        );
+        let late_machines = Counter::default();
+        registry.register(
+            "fan_out_late_machines",
+            "Machines a unary fan-out answered without, at the caller's deadline (partial answers)",
+            late_machines.clone(),
+        );
+        let error_entries = Family::default();
+        registry.register(
+            "fan_out_error_entries",
+            "Fan-out error entries, by status code",
+            error_entries.clone(),
+        );
+        let bytes_received = Counter::default();
+        registry.register(
+            "received_bytes",
+            "Request bytes received from callers",
+            bytes_received.clone(),
+        );
+        let bytes_sent = Counter::default();
+        registry.register(
+            "sent_bytes",
+            "Response bytes sent to callers",
+            bytes_sent.clone(),
+        );
+        let connections = Family::default();
+        registry.register(
+            "connections",
+            "Connections by event: accepted, refused (cap), evicted (cap), handshake_timeout, tls_failed",
+            connections.clone(),
+        );
+        let methods = Names::default();
+        for method in known_methods {
+            methods.intern(&method);
+        }
+        Self {
+            registry,
+            calls,
+            call_seconds,
+            open_calls,
+            machine_calls,
+            machine_seconds,
+            machine_state,
+            late_machines,
+            error_entries,
+            bytes_received,
+            bytes_sent,
+            connections,
+            methods,
+            machines: Names::default(),
+        }
+    }
+
+    /// The metrics in the Prometheus text format, with the connection
+    /// state of `director`'s machines as of now.
+    pub fn encode(&self, director: &MachineDirector) -> String {
+        self.machine_state.clear();
+        for machine in director.machines() {
+            // Named as the machine's calls are (its backend's name).
+            let name = match machine.info.addr.as_str() {
+                "" => "local",
+                addr => addr,
+            };
+            let labels = MachineStateLabels {
+                machine: self.machines.intern(name),
+                state: state_name(&machine.state),
+            };
+            self.machine_state.get_or_create(&labels).set(1);
+        }
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// A method's label: its own once a machine answered it `OK` (so it
+    /// exists), else `other` unless configured.
+    fn method(&self, method: &str, ok: bool) -> &'static str {
+        if ok {
+            self.methods.intern(method)
+        } else {
+            self.methods.get(method)
+        }
+    }
+
+    fn machine(&self, backend: &dyn Backend) -> &'static str {
+        self.machines.intern(&backend.to_string())
+    }
+}
+
+fn open_mode(mode: Mode) -> &'static str {
+    match mode {
+        Mode::OneToOne => "one_to_one",
+        Mode::OneToMany(_) => "fan_out",
+    }
+}
+
+fn state_name(state: &ChannelState) -> &'static str {
+    match state {
+        ChannelState::Idle => "idle",
+        ChannelState::Connecting => "connecting",
+        ChannelState::Connected => "up",
+        ChannelState::Down { .. } => "down",
+        ChannelState::Closed => "closed",
+    }
+}
+
+/// The `UPPER_SNAKE` name of a gRPC code.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl Metrics {
+    fn call_started(&self, call: &CallStart<'_>) {
+        self.open_calls
+            .get_or_create(&ModeLabels {
+                mode: open_mode(call.mode),
+            })
+            .inc();
+    }
+
+    fn call_ended(&self, call: &CallEnd<'_>, mode: &'static str) {
+        if let Some(open) = call.mode {
+            self.open_calls
+                .get_or_create(&ModeLabels {
+                    mode: open_mode(open),
+                })
+                .dec();
+        }
+        let code = code_name(call.code);
+        self.calls
+            .get_or_create(&CallLabels {
+                // A fan-out says OK even when every machine failed; its legs
+                // said whether the method exists.
+                method: self.method(
+                    call.method,
+                    call.code == Code::Ok && call.mode == Some(Mode::OneToOne),
+                ),
+                mode,
+                code,
+            })
+            .inc();
+        let seconds = call.duration.as_secs_f64();
+        self.call_seconds
+            .get_or_create(&ModeLabels { mode })
+            .observe(seconds);
+        self.bytes_received.inc_by(call.bytes_in);
+        self.bytes_sent.inc_by(call.bytes_out);
+        if call.mode == Some(Mode::OneToOne)
+            && let Some(backend) = call.backends.first()
+        {
+            let machine = self.machine(&**backend);
+            self.machine_calls
+                .get_or_create(&MachineCodeLabels { machine, code })
+                .inc();
+            self.machine_seconds
+                .get_or_create(&MachineLabels { machine })
+                .observe(seconds);
+        }
+    }
+
+    fn leg_ended(&self, leg: &LegEnd<'_>) {
+        self.method(leg.method, leg.code == Code::Ok);
+        let machine = self.machine(leg.backend);
+        let code = code_name(leg.code);
+        self.machine_calls
+            .get_or_create(&MachineCodeLabels { machine, code })
+            .inc();
+        self.machine_seconds
+            .get_or_create(&MachineLabels { machine })
+            .observe(leg.duration.as_secs_f64());
+        if leg.error_entry {
+            self.error_entries.get_or_create(&CodeLabels { code }).inc();
+            if leg.code == Code::DeadlineExceeded {
+                self.late_machines.inc();
+            }
+        }
+    }
+
+    fn connection(&self, event: ConnectionEvent) {
+        let event = match event {
+            ConnectionEvent::Accepted => "accepted",
+            ConnectionEvent::Refused => "refused",
+            ConnectionEvent::Evicted => "evicted",
+            ConnectionEvent::HandshakeTimeout => "handshake_timeout",
+            ConnectionEvent::TlsFailed => "tls_failed",
+        };
+        self.connections
+            .get_or_create(&ConnectionLabels { event })
+            .inc();
+    }
+}
+
+/// One line per call: at `info` when the access log is on, else at `debug`
+/// (only then are its fields computed).
+fn access_log(on: bool, call: &CallEnd<'_>, mode: &str) {
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "switchyard::access",
+                method = call.method,
+                mode,
+                machines = %Machines(call.backends),
+                code = code_name(call.code),
+                duration_ms = call.duration.as_secs_f64() * 1000.0,
+                bytes_in = call.bytes_in,
+                bytes_out = call.bytes_out,
+                peer = %call.peer.map_or_else(|| "-".to_owned(), |p| p.addr.to_string()),
+                caller = %call
+                    .peer
+                    .and_then(authz::identity_of)
+                    .map_or_else(|| "-".to_owned(), |i| i.to_string()),
+                "call"
+            )
+        };
+    }
+    if on {
+        line!(info);
+    } else {
+        line!(debug);
+    }
+}
+
+/// Backends as `a,b,c`.
+struct Machines<'a>(&'a [Arc<dyn Backend>]);
+
+impl std::fmt::Display for Machines<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, backend) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{backend}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A bounded set of label values, each allocated once for the process's
+/// life (bounded by [`MAX_LABELS`], so never more than that leaks).
+#[derive(Debug, Default)]
+struct Names(Mutex<HashMap<String, &'static str>>);
+
+impl Names {
+    /// The label for `name`, added if there is room.
+    fn intern(&self, name: &str) -> &'static str {
+        let mut names = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(label) = names.get(name) {
+            return label;
+        }
+        if names.len() >= MAX_LABELS {
+            return OTHER;
+        }
+        let label: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(name.to_owned(), label);
+        label
+    }
+
+    /// The label for `name` if it has one, else `other`.
+    fn get(&self, name: &str) -> &'static str {
+        let names = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        names.get(name).copied().unwrap_or(OTHER)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_bounded() {
+        let names = Names::default();
+        for i in 0..MAX_LABELS + 10 {
+            let label = names.intern(&format!("/m.S/M{i}"));
+            if i < MAX_LABELS {
+                assert_eq!(label, format!("/m.S/M{i}"));
+            } else {
+                assert_eq!(label, OTHER);
+            }
+        }
+        assert_eq!(names.get("/m.S/M0"), "/m.S/M0");
+        assert_eq!(names.get("/never.Seen/X"), OTHER);
+    }
+
+    #[test]
+    fn methods_get_their_label_once_answered_ok_or_configured() {
+        let metrics = Metrics::new(["/known.S/M".to_owned()]);
+        assert_eq!(metrics.method("/known.S/M", false), "/known.S/M");
+        assert_eq!(metrics.method("/probe.S/X", false), OTHER);
+        assert_eq!(metrics.method("/real.S/Y", true), "/real.S/Y");
+        assert_eq!(metrics.method("/real.S/Y", false), "/real.S/Y");
+    }
+}
