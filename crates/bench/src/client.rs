@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use switchyard_engine::Address;
+use switchyard_engine::tls::{ClientTls, PeerName};
 
 /// Handle to one HTTP/2 connection of the generator.
 pub type Connection = hyper::client::conn::http2::SendRequest<RequestBody>;
@@ -72,6 +73,9 @@ pub struct ConnSettings {
     pub max_frame_size: u32,
     /// Bound of one connection attempt.
     pub connect_timeout: Duration,
+    /// Mutual TLS on TCP targets (a Switchyard with `[tls]`): the client
+    /// certificate and the CA the server's must chain to, naming its IP.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ConnSettings {
@@ -81,6 +85,7 @@ impl Default for ConnSettings {
             connection_window: 8 * 1024 * 1024,
             max_frame_size: 64 * 1024,
             connect_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -92,7 +97,17 @@ pub async fn connect(target: &Address, settings: &ConnSettings) -> anyhow::Resul
             Address::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
-                handshake(stream, settings).await
+                match &settings.tls {
+                    Some(tls) => {
+                        let peer = PeerName::new(addr.ip(), None)?;
+                        let stream = tls
+                            .connector_for(&peer)
+                            .connect(ClientTls::server_name(&peer), stream)
+                            .await?;
+                        handshake(stream, settings).await
+                    }
+                    None => handshake(stream, settings).await,
+                }
             }
             Address::Unix(path) => handshake(UnixStream::connect(path).await?, settings).await,
         }

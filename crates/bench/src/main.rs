@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_bench::client::ConnSettings;
 use switchyard_bench::suite::SuiteArgs;
 use switchyard_bench::{Address, CallKind, LoadSpec, Stop};
+use switchyard_engine::tls::{ClientTls, TlsConfigs, TlsPaths};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -92,6 +93,15 @@ struct LoadArgs {
     /// What to print.
     #[arg(long, value_enum, default_value = "both")]
     format: Format,
+    /// Mutual TLS to a TCP target: the client certificate (PEM)…
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// …its key…
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// …and the CA the server's certificate chains to.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,8 +155,25 @@ fn load_spec(args: &LoadArgs) -> anyhow::Result<LoadSpec> {
         },
         metadata,
         timeout: seconds("timeout", args.timeout)?,
-        conn: ConnSettings::default(),
+        conn: ConnSettings {
+            tls: client_tls(args)?,
+            ..ConnSettings::default()
+        },
     })
+}
+
+/// The client side of `--tls-*`, if given.
+fn client_tls(args: &LoadArgs) -> anyhow::Result<Option<ClientTls>> {
+    let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) else {
+        return Ok(None);
+    };
+    let paths = TlsPaths {
+        cert: cert.clone(),
+        key: key.clone(),
+        ca: ca.clone(),
+    };
+    let configs = TlsConfigs::load(&paths).context("--tls-cert/--tls-key/--tls-ca")?;
+    Ok(Some(configs.client().clone()))
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {

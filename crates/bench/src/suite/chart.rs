@@ -289,7 +289,10 @@ pub(crate) fn draw(r: &Results, path: &Path) -> anyhow::Result<()> {
         None,
     )?;
 
-    let fan: Vec<_> = unary.iter().filter(|s| s.group == Group::FanOut).collect();
+    let fan: Vec<_> = unary
+        .iter()
+        .filter(|s| s.group == Group::FanOut && s.tls.is_none())
+        .collect();
     let fan_series = |f: fn(&super::Figures) -> f64| -> Vec<Line> {
         CONCURRENCY
             .iter()

@@ -43,13 +43,13 @@ pub(crate) fn targets(r: &Results) -> Vec<TargetRow> {
     };
     at_least(
         "local one-to-one, c=32: calls/s vs direct",
-        0.60,
+        0.70,
         ratio(r.figures("local", 32), r.figures("direct", 32), cps),
         "×",
     );
     at_least(
         "two hops, c=32: calls/s vs direct",
-        0.40,
+        0.45,
         ratio(r.figures("two-hops", 32), r.figures("direct", 32), cps),
         "×",
     );
@@ -59,10 +59,10 @@ pub(crate) fn targets(r: &Results) -> Vec<TargetRow> {
         ratio(r.figures("fanout-4", 32), r.figures("direct", 32), cps),
         "×",
     );
-    for c in CONCURRENCY {
+    for (c, goal) in [(1, 0.90), (32, 0.85)] {
         at_least(
             &format!("stream 64 KiB, local, c={c}: MB/s vs direct"),
-            0.85,
+            goal,
             ratio(
                 r.figures("stream-local", c),
                 r.figures("stream-direct", c),
@@ -76,6 +76,14 @@ pub(crate) fn targets(r: &Results) -> Vec<TargetRow> {
             &format!("local one-to-one, c={c}: calls/s vs nginx grpc_pass"),
             1.0,
             ratio(r.figures("local", c), r.figures("nginx", c), cps),
+            "×",
+        );
+    }
+    for c in CONCURRENCY {
+        at_least(
+            &format!("metrics on, local, c={c}: calls/s vs metrics off"),
+            0.95,
+            ratio(r.figures("local-metrics", c), r.figures("local", c), cps),
             "×",
         );
     }
@@ -98,6 +106,16 @@ pub(crate) fn targets(r: &Results) -> Vec<TargetRow> {
         measured: fan.map_or("not measured".into(), |v| format!("{v:.2}×")),
         met: fan.map(|v| v <= 2.5),
     });
+    let per_leg = per_extra_machine(r);
+    rows.push(TargetRow {
+        what: format!(
+            "fan-out, c=32: entry daemon CPU per extra machine{}",
+            per_leg.map_or(String::new(), |(n, _)| format!(" (fan-out to {n} vs to 1)"))
+        ),
+        goal: "≤ 15 µs".into(),
+        measured: per_leg.map_or("not measured".into(), |(_, us)| micros(us)),
+        met: per_leg.map(|(_, us)| us <= 15.0),
+    });
     let mem = r.memory.as_ref().ok();
     let mib = |kib: u64| kib as f64 / 1024.0;
     rows.push(TargetRow {
@@ -119,7 +137,46 @@ pub(crate) fn targets(r: &Results) -> Vec<TargetRow> {
         }),
         met: mem.map(|m| mib(m.streams_hwm_kib) <= 150.0),
     });
+    let after = r.after_load;
+    rows.push(TargetRow {
+        what: format!(
+            "m0's daemon RSS {} s after the load vs before it",
+            after.map_or(60, |a| a.wait.as_secs())
+        ),
+        goal: "≤ 2.00×".into(),
+        measured: after.map_or("not measured".into(), |a| {
+            format!(
+                "{:.2}× ({:.1} → {:.1} MiB)",
+                a.after_rss_kib as f64 / a.idle_rss_kib as f64,
+                mib(a.idle_rss_kib),
+                mib(a.after_rss_kib)
+            )
+        }),
+        met: after.map(|a| a.after_rss_kib <= 2 * a.idle_rss_kib),
+    });
     rows
+}
+
+/// CPU the entry daemon spends per extra machine of a fan-out at c=32:
+/// (CPU per call of the widest fan-out − of fan-out to 1) / (N − 1).
+pub(crate) fn per_extra_machine(r: &Results) -> Option<(usize, f64)> {
+    let one = r.figures("fanout-1", 32)?.daemon_cpu_us;
+    r.outcomes
+        .iter()
+        .filter(|o| o.concurrency == 32 && o.scenario.group == Group::FanOut)
+        .filter(|o| o.scenario.tls.is_none())
+        .filter_map(|o| Some((o.scenario.fanout?, o.median.daemon_cpu_us)))
+        .filter(|(n, cpu)| *n > 1 && *cpu > 0.0 && one > 0.0)
+        .max_by_key(|(n, _)| *n)
+        .map(|(n, cpu)| (n, (cpu - one) / (n - 1) as f64))
+}
+
+/// The scenario `key` differs from by one feature, and that feature.
+fn twin(key: &str) -> Option<(&str, &'static str)> {
+    match key {
+        "local-metrics" => Some(("local", "metrics on")),
+        _ => key.strip_suffix("-tls").map(|twin| (twin, "mutual TLS")),
+    }
 }
 
 fn verdict(met: Option<bool>) -> &'static str {
@@ -132,6 +189,11 @@ fn verdict(met: Option<bool>) -> &'static str {
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "–".to_owned(), f)
+}
+
+/// The entry daemon's CPU per call, when measured.
+fn cpu(f: Option<Figures>) -> String {
+    opt(f.map(|f| f.daemon_cpu_us).filter(|us| *us > 0.0), micros)
 }
 
 /// The console summary: ratios to direct and the targets.
@@ -217,7 +279,11 @@ fn generated(r: &Results, chart: &str) -> String {
          {} runtime thread(s)) opens 1 connection at c=1 and {} at c=32 and reaches Switchyard \
          and nginx over TCP `[::1]`, the backend directly over its Unix socket. Unary calls are \
          `MultiService/Ping` with a {} B payload echoed; streams are `TestService/PingList` with \
-         {} replies of {} KiB. nginx: {}.\n",
+         {} replies of {} KiB. Variants: a daemon with `metrics_listen` in front of m0's backend \
+         (`local-metrics`), and daemons `t0…` with mutual TLS (certificates from `switchyard cert`) \
+         in front of the backends of `m0…`. The daemon CPU per call is the entry daemon's \
+         user + system time over the run (warm-up included, counted at the measured rate). \
+         nginx: {}.\n",
         s.machines,
         s.load_threads,
         s.connections,
@@ -248,9 +314,9 @@ fn generated(r: &Results, chart: &str) -> String {
     let _ = writeln!(w, "\n### Unary calls ({} B payload echo)\n", s.payload);
     let _ = writeln!(
         w,
-        "| scenario | c=1 calls/s | c=1 p50 | c=1 p99 | added p50 | c=32 calls/s | × direct | c=32 p50 | c=32 p99 |"
+        "| scenario | c=1 calls/s | c=1 p50 | c=1 p99 | added p50 | c=32 calls/s | × direct | c=32 p50 | c=32 p99 | daemon CPU/call c=1 | c=32 |"
     );
-    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let direct1 = r.figures("direct", 1);
     let direct32 = r.figures("direct", 32);
     for o in r
@@ -262,7 +328,7 @@ fn generated(r: &Results, chart: &str) -> String {
         let c32 = r.figures(&o.scenario.key, 32);
         let _ = writeln!(
             w,
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.scenario.label,
             c1.calls_per_s,
             micros(c1.p50_us),
@@ -280,6 +346,8 @@ fn generated(r: &Results, chart: &str) -> String {
             )),
             opt(c32.map(|f| f.p50_us), micros),
             opt(c32.map(|f| f.p99_us), micros),
+            cpu(Some(c1)),
+            cpu(c32),
         );
     }
 
@@ -289,20 +357,19 @@ fn generated(r: &Results, chart: &str) -> String {
     );
     let _ = writeln!(
         w,
-        "| machines | c=1 calls/s | c=1 p50 | p50 × fan-out to 1 | c=32 calls/s | × direct | backend calls/s at c=32 |"
+        "| machines | c=1 calls/s | c=1 p50 | p50 × fan-out to 1 | c=32 calls/s | × direct | backend calls/s at c=32 | entry daemon CPU/call c=32 | per extra machine |"
     );
-    let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let fan1 = r.figures("fanout-1", 1);
-    for o in r
-        .outcomes
-        .iter()
-        .filter(|o| o.scenario.group == Group::FanOut && o.concurrency == 1)
-    {
+    let fan1_cpu = r.figures("fanout-1", 32).map(|f| f.daemon_cpu_us);
+    for o in r.outcomes.iter().filter(|o| {
+        o.scenario.group == Group::FanOut && o.scenario.tls.is_none() && o.concurrency == 1
+    }) {
         let n = o.scenario.fanout.unwrap_or(1);
         let c32 = r.figures(&o.scenario.key, 32);
         let _ = writeln!(
             w,
-            "| {n} | {:.0} | {} | {} | {} | {} | {} |",
+            "| {n} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
             o.median.calls_per_s,
             micros(o.median.p50_us),
             opt(ratio(Some(o.median), fan1, |f| f.p50_us), |v| format!(
@@ -313,6 +380,44 @@ fn generated(r: &Results, chart: &str) -> String {
                 "{v:.2}×"
             )),
             opt(c32.map(|f| f.calls_per_s * n as f64), |v| format!("{v:.0}")),
+            cpu(c32),
+            match (c32, fan1_cpu) {
+                (Some(f), Some(one)) if n > 1 && f.daemon_cpu_us > 0.0 && one > 0.0 => {
+                    micros((f.daemon_cpu_us - one) / (n - 1) as f64)
+                }
+                _ => "–".into(),
+            },
+        );
+    }
+
+    let _ = writeln!(
+        w,
+        "\n### Cost of a feature\n\nEach scenario against its twin without the feature, same run \
+         (the TLS daemons `t0…` sit in front of the same backends as `m0…`; the generator speaks \
+         mutual TLS to `t0`).\n"
+    );
+    let _ = writeln!(
+        w,
+        "| scenario | feature | vs | c=1 calls/s × twin | c=1 p50 added | c=32 calls/s × twin | entry CPU/call c=32 (twin) |"
+    );
+    let _ = writeln!(w, "|---|---|---|---:|---:|---:|---:|");
+    for o in r.outcomes.iter().filter(|o| o.concurrency == 1) {
+        let Some((twin_key, feature)) = twin(&o.scenario.key) else {
+            continue;
+        };
+        let (t1, t32) = (r.figures(twin_key, 1), r.figures(twin_key, 32));
+        let c32 = r.figures(&o.scenario.key, 32);
+        let _ = writeln!(
+            w,
+            "| {} | {feature} | `{twin_key}` | {} | {} | {} | {} ({}) |",
+            o.scenario.label,
+            opt(ratio(Some(o.median), t1, |f| f.calls_per_s), |v| format!(
+                "{v:.2}×"
+            )),
+            opt(t1.map(|t| o.median.p50_us - t.p50_us), micros),
+            opt(ratio(c32, t32, |f| f.calls_per_s), |v| format!("{v:.2}×")),
+            cpu(c32),
+            cpu(t32),
         );
     }
 
@@ -385,6 +490,15 @@ fn generated(r: &Results, chart: &str) -> String {
             mib(peak)
         );
     }
+    if let Some(after) = r.after_load {
+        let _ = writeln!(
+            w,
+            "| m0's daemon before the load | {} | – |\n| m0's daemon {} s after the load | {} | – |",
+            mib(after.idle_rss_kib),
+            after.wait.as_secs(),
+            mib(after.after_rss_kib)
+        );
+    }
 
     let _ = writeln!(w, "\n### Chart\n\n![Switchyard benchmark chart]({chart})\n");
 
@@ -396,16 +510,16 @@ fn generated(r: &Results, chart: &str) -> String {
     );
     let _ = writeln!(
         w,
-        "| scenario | c | calls/s | p50 | p99 | MB/s | errors | other CPU |"
+        "| scenario | c | calls/s | p50 | p99 | MB/s | errors | daemon CPU/call | other CPU |"
     );
-    let _ = writeln!(w, "|---|---:|---|---|---|---|---:|---|");
+    let _ = writeln!(w, "|---|---:|---|---|---|---|---:|---|---|");
     for o in &r.outcomes {
         let join = |f: &dyn Fn(&crate::report::Report) -> String| {
             o.runs.iter().map(f).collect::<Vec<_>>().join(" / ")
         };
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.scenario.key,
             o.concurrency,
             join(&|r| format!("{:.0}", r.calls_per_s)),
@@ -413,6 +527,11 @@ fn generated(r: &Results, chart: &str) -> String {
             join(&|r| micros(r.p99_us)),
             join(&|r| format!("{:.1}", r.mb_per_s)),
             o.runs.iter().map(|r| r.errors).sum::<u64>(),
+            o.daemon_cpu_us
+                .iter()
+                .map(|us| if *us > 0.0 { micros(*us) } else { "–".into() })
+                .collect::<Vec<_>>()
+                .join(" / "),
             o.foreign
                 .iter()
                 .map(|f| format!("{:.0} %", f * 100.0))

@@ -13,8 +13,14 @@
 //! | `local` | generator → Switchyard m0 → backend m0 (no metadata: one-to-one) |
 //! | `two-hops` | generator → Switchyard m0 → Switchyard m1 → backend m1 (`machine: m1`) |
 //! | `nginx` | generator → nginx `grpc_pass` → backend m0 |
+//! | `local-metrics` | as `local`, through a daemon that serves metrics (records every call) |
 //! | `fanout-N` | generator → Switchyard m0 → m0…m(N-1) (`machines: m0 … m(N-1)`) |
+//! | `two-hops-tls`, `fanout-N-tls` | as their plaintext twins, every hop mutual TLS (daemons `t0…`) |
 //! | `stream-*` | server streaming, direct / local / two hops |
+//!
+//! Besides calls/s and latency, each run reads the CPU time of the daemon
+//! the calls enter (`/proc/<pid>/stat`), per call; and the memory of m0's
+//! daemon is read before the load and a while after it.
 //!
 //! Repetitions are interleaved (every scenario once, then again), so a
 //! disturbance of the machine hits all of them alike; the document reports
@@ -35,7 +41,7 @@ use anyhow::{Context as _, bail};
 
 use crate::client::CallKind;
 use crate::report::{Report, micros};
-use procs::{Binaries, Machine};
+use procs::{Binaries, Certs, Machine, Variant};
 use rss::MemoryFigures;
 use switchyard_engine::Address;
 use sysinfo::MachineDescription;
@@ -108,6 +114,10 @@ pub(crate) struct Scenario {
     pub(crate) count: u32,
     pub(crate) target: Address,
     pub(crate) metadata: Vec<(String, String)>,
+    /// The daemon the calls enter, whose CPU time is measured.
+    pub(crate) entry_pid: Option<u32>,
+    /// The generator's mutual TLS files `(cert, key, ca)`, for TLS targets.
+    pub(crate) tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 /// Median figures of a scenario at one concurrency.
@@ -118,6 +128,8 @@ pub(crate) struct Figures {
     pub(crate) p99_us: f64,
     pub(crate) mb_per_s: f64,
     pub(crate) errors: u64,
+    /// CPU time of the entry daemon per call, in microseconds (0 if not measured).
+    pub(crate) daemon_cpu_us: f64,
 }
 
 /// Every repetition of a scenario at one concurrency, and their medians.
@@ -128,6 +140,8 @@ pub(crate) struct Outcome {
     pub(crate) runs: Vec<Report>,
     /// Share of the machine used by other processes during each run.
     pub(crate) foreign: Vec<f64>,
+    /// CPU time of the entry daemon per call in each run, in microseconds.
+    pub(crate) daemon_cpu_us: Vec<f64>,
     pub(crate) median: Figures,
 }
 
@@ -153,9 +167,22 @@ pub(crate) struct Results {
     pub(crate) outcomes: Vec<Outcome>,
     pub(crate) memory: Result<MemoryFigures, String>,
     pub(crate) loaded_peak_kib: Option<u64>,
+    /// m0's daemon: RSS before any load, and RSS a while after the last run.
+    pub(crate) after_load: Option<AfterLoad>,
     pub(crate) machine: MachineDescription,
     pub(crate) nginx: Result<String, String>,
     pub(crate) settings: RunSettings,
+}
+
+/// Whether a daemon gives memory back after load.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AfterLoad {
+    /// RSS once started, before any load, in KiB.
+    pub(crate) idle_rss_kib: u64,
+    /// RSS `wait` after the last run, in KiB.
+    pub(crate) after_rss_kib: u64,
+    /// How long after the last run.
+    pub(crate) wait: Duration,
 }
 
 impl Results {
@@ -185,6 +212,12 @@ const DISTURBED: f64 = 0.10;
 /// Fan-out widths.
 const FANOUT_FULL: [usize; 5] = [1, 3, 4, 8, 16];
 const FANOUT_QUICK: [usize; 2] = [1, 3];
+/// Machines with mutual TLS (their fan-out width).
+const TLS_FULL: usize = 4;
+const TLS_QUICK: usize = 3;
+/// How long after the last run m0's memory is read again.
+const AFTER_LOAD_FULL: Duration = Duration::from_secs(60);
+const AFTER_LOAD_QUICK: Duration = Duration::from_secs(3);
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -234,14 +267,22 @@ fn binaries(args: &SuiteArgs) -> anyhow::Result<Binaries> {
     Ok(Binaries { bench, switchyard })
 }
 
+/// The daemons a run drives, besides the machines.
+struct Extras<'a> {
+    nginx: Option<&'a procs::Nginx>,
+    metrics: Option<&'a Variant>,
+    tls: Option<(&'a [Variant], &'a Certs)>,
+}
+
 fn scenarios(
     machines: &[Machine],
-    nginx: Option<&procs::Nginx>,
+    extras: &Extras<'_>,
     quick: bool,
     payload: usize,
     stream: (u32, usize),
 ) -> Vec<Scenario> {
     let m0 = &machines[0];
+    let m0_pid = Some(m0.daemon.pid());
     let unary = |key: &str, label: &str, short: &str, target: Address, metadata| Scenario {
         key: key.into(),
         label: label.into(),
@@ -253,15 +294,24 @@ fn scenarios(
         count: 1,
         target,
         metadata,
+        entry_pid: m0_pid,
+        tls: None,
     };
+    let fan_out = |mut s: Scenario, n: usize| {
+        s.group = Group::FanOut;
+        s.fanout = Some(n);
+        s
+    };
+    let mut direct = unary(
+        "direct",
+        "direct to the backend (Unix socket)",
+        "direct",
+        m0.backend_target(),
+        vec![],
+    );
+    direct.entry_pid = None;
     let mut out = vec![
-        unary(
-            "direct",
-            "direct to the backend (Unix socket)",
-            "direct",
-            m0.backend_target(),
-            vec![],
-        ),
+        direct,
         unary(
             "local",
             "Switchyard, local one-to-one",
@@ -277,18 +327,44 @@ fn scenarios(
             vec![("machine".into(), machines[1].name.clone())],
         ),
     ];
-    if let Some(nginx) = nginx {
-        out.push(unary(
+    if let Some(nginx) = extras.nginx {
+        let mut s = unary(
             "nginx",
             "nginx grpc_pass (one-to-one)",
             "nginx",
             nginx.target(),
             vec![],
-        ));
+        );
+        s.entry_pid = None;
+        out.push(s);
+    }
+    if let Some(metrics) = extras.metrics {
+        let mut s = unary(
+            "local-metrics",
+            "Switchyard, local one-to-one, metrics on",
+            "metrics",
+            metrics.target(),
+            vec![],
+        );
+        s.entry_pid = Some(metrics.daemon.pid());
+        out.push(s);
+    }
+    if let Some((tls, certs)) = extras.tls {
+        let files = certs.files("bench");
+        let mut s = unary(
+            "two-hops-tls",
+            "Switchyard, two hops, mutual TLS on both",
+            "2 hops TLS",
+            tls[0].target(),
+            vec![("machine".into(), tls[1].name.clone())],
+        );
+        s.entry_pid = Some(tls[0].daemon.pid());
+        s.tls = Some(files.clone());
+        out.push(s);
     }
     let widths: &[usize] = if quick { &FANOUT_QUICK } else { &FANOUT_FULL };
     for &n in widths.iter().filter(|&&n| n <= machines.len()) {
-        let mut s = unary(
+        let s = unary(
             &format!("fanout-{n}"),
             &format!(
                 "Switchyard, fan-out to {n} machine{}",
@@ -301,9 +377,22 @@ fn scenarios(
                 .map(|m| ("machines".to_owned(), m.name.clone()))
                 .collect(),
         );
-        s.group = Group::FanOut;
-        s.fanout = Some(n);
-        out.push(s);
+        out.push(fan_out(s, n));
+    }
+    if let Some((tls, certs)) = extras.tls {
+        let n = tls.len();
+        let mut s = unary(
+            &format!("fanout-{n}-tls"),
+            &format!("Switchyard, fan-out to {n} machines, mutual TLS"),
+            &format!("fan {n} TLS"),
+            tls[0].target(),
+            tls.iter()
+                .map(|t| ("machines".to_owned(), t.name.clone()))
+                .collect(),
+        );
+        s.entry_pid = Some(tls[0].daemon.pid());
+        s.tls = Some(certs.files("bench"));
+        out.push(fan_out(s, n));
     }
     let (count, size) = stream;
     let streamed = |key: &str, label: &str, short: &str, target: Address, metadata| Scenario {
@@ -317,14 +406,18 @@ fn scenarios(
         count,
         target,
         metadata,
+        entry_pid: m0_pid,
+        tls: None,
     };
-    out.push(streamed(
+    let mut stream_direct = streamed(
         "stream-direct",
         "stream, direct (Unix socket)",
         "direct",
         m0.backend_target(),
         vec![],
-    ));
+    );
+    stream_direct.entry_pid = None;
+    out.push(stream_direct);
     out.push(streamed(
         "stream-local",
         "stream, Switchyard local",
@@ -370,6 +463,15 @@ fn run_load(
         .args(["--duration", &settings.duration.to_string()])
         .args(["--threads", &settings.load_threads.to_string()])
         .args(["--format", "json"]);
+    if let Some((cert, key, ca)) = &scenario.tls {
+        command
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .arg("--tls-ca")
+            .arg(ca);
+    }
     for (key, value) in &scenario.metadata {
         match key.as_str() {
             "machines" => command.args(["--machines", value]),
@@ -441,6 +543,7 @@ fn medians(runs: &[Report]) -> Figures {
         p99_us: m(|r| r.p99_us),
         mb_per_s: m(|r| r.mb_per_s),
         errors: runs.iter().map(|r| r.errors).sum(),
+        daemon_cpu_us: 0.0,
     }
 }
 
@@ -515,9 +618,21 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
         (None, Err(why)) => Err(why),
     };
 
+    let mut metrics = procs::start_metrics_daemon(bins, dir, &machines[0])?;
+    let tls_count = if quick { TLS_QUICK } else { TLS_FULL }.min(machines.len());
+    let (mut tls, certs) = procs::start_tls_machines(bins, dir, &machines, tls_count)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss_kib = sysinfo::memory_kib(machines[0].daemon.pid())
+        .ok()
+        .map(|(rss, _)| rss);
+    let extras = Extras {
+        nginx: nginx.as_ref(),
+        metrics: Some(&metrics),
+        tls: Some((&tls, &certs)),
+    };
     let scenarios = scenarios(
         &machines,
-        nginx.as_ref(),
+        &extras,
         quick,
         settings.payload,
         (stream_count, stream_size),
@@ -530,6 +645,7 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                 concurrency: c,
                 runs: Vec::new(),
                 foreign: Vec::new(),
+                daemon_cpu_us: Vec::new(),
                 median: Figures::default(),
             })
         })
@@ -547,14 +663,19 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                 m.daemon.check_alive()?;
                 m.backend.check_alive()?;
             }
+            for v in std::iter::once(&mut metrics).chain(&mut tls) {
+                v.daemon.check_alive()?;
+            }
             done += 1;
             let mut retries = 0;
-            let (report, foreign) = loop {
+            let (report, foreign, cpu) = loop {
                 let bound = QUIET_WAIT.min(quiet_budget);
                 let waited = Instant::now();
                 quiet::wait_quiet(QUIET, bound);
                 quiet_budget = quiet_budget.saturating_sub(waited.elapsed());
                 let before = quiet::sample();
+                let entry = outcome.scenario.entry_pid;
+                let cpu_before = entry.and_then(sysinfo::cpu_seconds);
                 let report = run_load(bins, &settings, &outcome.scenario, outcome.concurrency)
                     .with_context(|| {
                         format!(
@@ -573,10 +694,16 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                     );
                     continue;
                 }
-                break (report, foreign);
+                // Warm-up calls ran too: count them at the measured rate.
+                let calls = report.calls_per_s * (settings.warmup + settings.duration);
+                let cpu = match (cpu_before, entry.and_then(sysinfo::cpu_seconds)) {
+                    (Some(a), Some(b)) if calls > 0.0 => (b - a) * 1e6 / calls,
+                    _ => 0.0,
+                };
+                break (report, foreign, cpu);
             };
             eprintln!(
-                "[{done:>3}/{total}] rep {rep} {:<16} c={:<3} {:>9.0} calls/s  p50 {:>9}  p99 {:>9}  {:>8.1} MB/s  {} error(s)  other CPU {:>3.0}%",
+                "[{done:>3}/{total}] rep {rep} {:<16} c={:<3} {:>9.0} calls/s  p50 {:>9}  p99 {:>9}  {:>8.1} MB/s  {} error(s)  daemon CPU {:>6.1} µs/call  other CPU {:>3.0}%",
                 outcome.scenario.key,
                 outcome.concurrency,
                 report.calls_per_s,
@@ -584,18 +711,35 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                 micros(report.p99_us),
                 report.mb_per_s,
                 report.errors,
+                cpu,
                 foreign * 100.0
             );
             outcome.runs.push(report);
             outcome.foreign.push(foreign);
+            outcome.daemon_cpu_us.push(cpu);
         }
     }
     for outcome in &mut outcomes {
         outcome.median = medians(&outcome.runs);
+        outcome.median.daemon_cpu_us = median(outcome.daemon_cpu_us.clone());
     }
-    let loaded_peak_kib = sysinfo::memory_kib(machines[0].daemon.pid())
-        .ok()
-        .map(|(_, hwm)| hwm);
+    let m0 = machines[0].daemon.pid();
+    let loaded_peak_kib = sysinfo::memory_kib(m0).ok().map(|(_, hwm)| hwm);
+    let wait = if quick {
+        AFTER_LOAD_QUICK
+    } else {
+        AFTER_LOAD_FULL
+    };
+    eprintln!("suite: m0's memory {} s after the load", wait.as_secs());
+    std::thread::sleep(wait);
+    let after_load = match (idle_rss_kib, sysinfo::memory_kib(m0)) {
+        (Some(idle_rss_kib), Ok((after_rss_kib, _))) => Some(AfterLoad {
+            idle_rss_kib,
+            after_rss_kib,
+            wait,
+        }),
+        _ => None,
+    };
 
     let streams = args.streams.unwrap_or(if quick { 100 } else { 1000 });
     eprintln!("suite: memory of a fresh daemon, idle and with {streams} open streams");
@@ -605,6 +749,7 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
         eprintln!("suite: memory measurement failed: {err}");
     }
     drop(nginx);
+    drop((metrics, tls));
     drop(machines);
 
     settings.elapsed = started.elapsed();
@@ -612,6 +757,7 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
         outcomes,
         memory,
         loaded_peak_kib,
+        after_load,
         machine,
         nginx: nginx_status,
         settings,

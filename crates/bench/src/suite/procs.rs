@@ -179,7 +179,8 @@ pub(crate) fn start_backend(
 }
 
 /// Writes the config of a daemon listening on `[::1]:port` for the backend
-/// on `socket`, with `registry` as its `[[machines]]`, and starts it.
+/// on `socket`, with `registry` as its `[[machines]]` and `extra` (TOML
+/// keys, then tables) in between, and starts it.
 pub(crate) fn start_daemon(
     bins: &Binaries,
     dir: &Path,
@@ -187,6 +188,7 @@ pub(crate) fn start_daemon(
     port: u16,
     socket: &Path,
     registry: &[(String, u16)],
+    extra: &str,
 ) -> anyhow::Result<Proc> {
     let mut toml = String::new();
     toml.push_str(&format!("listen = [\"[::1]:{port}\"]\n"));
@@ -199,6 +201,7 @@ pub(crate) fn start_daemon(
     toml.push_str("connect_timeout_secs = 2\n");
     toml.push_str("shutdown_grace_secs = 1\n");
     toml.push_str(&format!("streamed_methods = {STREAMED:?}\n"));
+    toml.push_str(extra);
     for (machine, machine_port) in registry {
         toml.push_str(&format!(
             "\n[[machines]]\nid = \"{machine}\"\nname = \"{machine}\"\naddr = \"[::1]:{machine_port}\"\n"
@@ -233,7 +236,7 @@ pub(crate) fn start_machines(
     }
     let mut machines = Vec::with_capacity(count);
     for ((name, port), (backend, socket)) in registry.iter().zip(backends) {
-        let daemon = start_daemon(bins, dir, name, *port, &socket, &registry)?;
+        let daemon = start_daemon(bins, dir, name, *port, &socket, &registry, "")?;
         machines.push(Machine {
             name: name.clone(),
             port: *port,
@@ -243,6 +246,122 @@ pub(crate) fn start_machines(
         });
     }
     Ok(machines)
+}
+
+/// A Switchyard daemon in front of another machine's backend (a variant
+/// of that machine: with metrics, with TLS).
+#[derive(Debug)]
+pub(crate) struct Variant {
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    pub(crate) daemon: Proc,
+}
+
+impl Variant {
+    pub(crate) fn target(&self) -> Address {
+        Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
+    }
+}
+
+/// A daemon like m0's, in front of m0's backend, that also serves metrics
+/// (and so records every call).
+pub(crate) fn start_metrics_daemon(
+    bins: &Binaries,
+    dir: &Path,
+    m0: &Machine,
+) -> anyhow::Result<Variant> {
+    let ports = free_ports(2)?;
+    let extra = format!("metrics_listen = \"[::1]:{}\"\n", ports[1]);
+    let daemon = start_daemon(bins, dir, "metrics", ports[0], &m0.socket, &[], &extra)?;
+    Ok(Variant {
+        name: "metrics".into(),
+        port: ports[0],
+        daemon,
+    })
+}
+
+/// The certificates of a TLS run: the CA, one per TLS machine (naming
+/// `::1`), and the load generator's client certificate.
+#[derive(Debug, Clone)]
+pub(crate) struct Certs {
+    pub(crate) dir: PathBuf,
+}
+
+impl Certs {
+    /// `(cert, key, ca)` of `name`.
+    pub(crate) fn files(&self, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+            self.dir.join("ca.crt"),
+        )
+    }
+}
+
+/// Makes the certificates with `switchyard cert`.
+fn make_certs(bins: &Binaries, dir: &Path, machines: &[String]) -> anyhow::Result<Certs> {
+    let tls = dir.join("tls");
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new(&bins.switchyard)
+            .arg("cert")
+            .args(args)
+            .output()
+            .context("cannot run switchyard cert")?;
+        if !out.status.success() {
+            bail!(
+                "switchyard cert {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let out = tls.to_str().context("run directory is not UTF-8")?;
+    run(&["ca", "--out", out])?;
+    for name in machines {
+        run(&[
+            "machine", "--ca", out, "--out", out, "--name", name, "--addr", "::1",
+        ])?;
+    }
+    run(&[
+        "client", "--ca", out, "--out", out, "--name", "bench", "--role", "admin",
+    ])?;
+    Ok(Certs { dir: tls })
+}
+
+/// `count` daemons `t0…` with mutual TLS between them, each in front of the
+/// backend of the machine of the same index, knowing each other.
+pub(crate) fn start_tls_machines(
+    bins: &Binaries,
+    dir: &Path,
+    machines: &[Machine],
+    count: usize,
+) -> anyhow::Result<(Vec<Variant>, Certs)> {
+    let ports = free_ports(count)?;
+    let registry: Vec<(String, u16)> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| (format!("t{i}"), *port))
+        .collect();
+    let names: Vec<String> = registry.iter().map(|(n, _)| n.clone()).collect();
+    let certs = make_certs(bins, dir, &names)?;
+    let mut out = Vec::with_capacity(count);
+    for ((name, port), machine) in registry.iter().zip(machines) {
+        let (cert, key, ca) = certs.files(name);
+        let extra = format!(
+            "\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string(),
+            ca.display().to_string()
+        );
+        let daemon = start_daemon(bins, dir, name, *port, &machine.socket, &registry, &extra)?;
+        out.push(Variant {
+            name: name.clone(),
+            port: *port,
+            daemon,
+        });
+    }
+    Ok((out, certs))
 }
 
 /// nginx as a gRPC reverse proxy (`grpc_pass`) in front of a backend.

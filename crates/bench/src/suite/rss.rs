@@ -35,7 +35,7 @@ pub(crate) fn measure(
     streams: usize,
 ) -> anyhow::Result<MemoryFigures> {
     let port = procs::free_ports(1)?[0];
-    let daemon = procs::start_daemon(bins, dir, "rss", port, backend_socket, &[])?;
+    let daemon = procs::start_daemon(bins, dir, "rss", port, backend_socket, &[], "")?;
     std::thread::sleep(Duration::from_millis(500));
     let (idle_rss_kib, idle_hwm_kib) = memory_kib(daemon.pid())?;
     let target: Address = format!("[::1]:{port}")
