@@ -3,6 +3,8 @@
 //! - [`config`]: settings from a TOML file and flags;
 //! - [`listen`]: binding listeners and their socket files;
 //! - [`daemon`]: director + engine + listeners, wired together;
+//! - [`front`]: the daemon's own API (`switchyard.v1.Cluster`) in front of
+//!   the proxy;
 //! - [`reflect`]: streamed methods learned from the local server's reflection;
 //! - [`serve`]: the `serve` command (signals, reload, shutdown);
 //! - [`cert`]: the `cert` command, certificates for mutual TLS;
@@ -14,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod front;
 pub mod listen;
 pub mod reflect;
 pub mod serve;
