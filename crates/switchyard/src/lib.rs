@@ -8,10 +8,12 @@
 //! - [`reflect`]: streamed methods learned from the local server's reflection;
 //! - [`serve`]: the `serve` command (signals, reload, shutdown);
 //! - [`cert`]: the `cert` command, certificates for mutual TLS;
+//! - [`client`]: the `call`, `list`, `describe` and `machines` commands;
 //! - [`cluster`]: machines on loopback in one process (demo and tests);
 //! - [`demo`]: the `demo` command, a three-machine cluster in one process.
 
 pub mod cert;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
