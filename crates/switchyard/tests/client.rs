@@ -446,3 +446,64 @@ async fn calls_over_mutual_tls() {
     assert_exit(&out, 1);
     cluster.shutdown().await;
 }
+
+/// `switchyard demo --keep` prints `switchyard call` commands that work as
+/// printed against the cluster it keeps running, until ctrl-c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_calls_that_work_against_the_kept_cluster() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let tmp = socket_dir("demo-keep");
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["demo", "--keep", "--dir", tmp.path().to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the demo runs");
+    let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    loop {
+        let line = bounded("the demo's output", lines.next_line())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the demo ended early:\n{}", printed.join("\n")));
+        let done = line.starts_with("Try: switchyard machines");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let commands: Vec<String> = printed
+        .iter()
+        .filter_map(|l| l.trim_start().strip_prefix("$ switchyard "))
+        .map(|rest| format!("\"$0\" {rest}"))
+        .collect();
+    assert_eq!(commands.len(), 7, "{printed:#?}");
+    // gamma was stopped and started again: wait until alpha reaches it.
+    for command in &commands {
+        let run = || async {
+            let out = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .arg(env!("CARGO_BIN_EXE_switchyard"))
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .unwrap();
+            out.status.success().then_some(out)
+        };
+        let out = eventually(WAIT, &format!("`{command}` succeeding"), run).await;
+        assert!(!stdout(&out).is_empty(), "{command}");
+    }
+    let pid = demo.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = bounded("the demo's exit", demo.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -9,7 +9,8 @@
 //! reads `ERROR <CODE>: message` after its machine. Columns are padded to
 //! their widest cell and separated by three spaces; error texts, always last
 //! on their row, do not widen columns. Streamed replies are printed a row at
-//! a time ([`TableStream`]): columns are as wide as the widest cell so far.
+//! a time ([`TableStream`]): columns are as wide as the widest cell so far,
+//! machines and addresses given room for common lengths from the start.
 
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
@@ -22,6 +23,11 @@ use super::gojson;
 use super::json::{JsonOptions, is_well_known, to_json};
 
 const GAP: &str = "   ";
+
+/// Width of the MACHINE column of a streamed table before any row widens it.
+const STREAM_MACHINE_WIDTH: usize = 10;
+/// Width of its ADDRESS column, likewise (`[fd00::1]:51000` fits).
+const STREAM_ADDRESS_WIDTH: usize = 22;
 
 /// `entries` as an aligned table, one line per row, each ending in `\n`;
 /// `addresses` adds the machines' addresses.
@@ -63,6 +69,12 @@ impl TableStream {
         if self.columns.is_none() {
             let columns = Columns::new(&entry.body.descriptor(), self.addresses);
             let header = Row::Cells(columns.header());
+            // Rows come one at a time: room for typical machine names and
+            // addresses keeps them aligned from the start.
+            self.widths = vec![STREAM_MACHINE_WIDTH];
+            if self.addresses {
+                self.widths.push(STREAM_ADDRESS_WIDTH);
+            }
             widen(&mut self.widths, &header);
             out.push_str(&render(&self.widths, &header));
             self.columns = Some(columns);
