@@ -19,7 +19,7 @@ use super::invoke::{CallError, CallOptions, call};
 use super::output::{self, Entry, JsonOptions, Machine, TableStream};
 use super::request::{RequestOptions, read_data, requests_for};
 use super::resolve::{MethodName, Symbol, resolve_method, resolve_symbol};
-use super::schema::{SchemaSource, load_protosets};
+use super::schema::{Reflector, SchemaSource, load_protosets};
 use super::targets::{Targets, targets};
 use super::{CallArgs, ClientCommand, ClientError, DescribeArgs, ListArgs, MachinesArgs};
 
@@ -63,24 +63,26 @@ impl Session {
             .then(|| load_protosets(&schema.protoset))
             .transpose()?;
         let bound = connect_args.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let channel = if need_channel || protoset.is_none() {
+        let open = || async {
             let via = resolve_via(
                 connect_args.via.as_deref(),
                 connect_args.config.as_deref(),
                 &connect_args.tls,
             )?;
-            Some(connect(&via, bound).await?)
-        } else {
-            None
+            Ok::<_, ClientError>(connect(&via, bound).await?)
         };
-        let schema = match (protoset, &channel) {
-            (Some(pool), _) => SchemaSource::Protoset(pool),
-            (None, Some(channel)) => SchemaSource::Reflection {
-                channel: channel.clone(),
-                candidates: targets.reflection.clone(),
-                timeout: bound,
-            },
-            (None, None) => unreachable!("a channel is opened when there is no protoset"),
+        let (schema, channel) = match protoset {
+            Some(pool) if !need_channel => (SchemaSource::Protoset(pool), None),
+            Some(pool) => (SchemaSource::Protoset(pool), Some(open().await?)),
+            None => {
+                let channel = open().await?;
+                let reflector = Reflector {
+                    channel: channel.clone(),
+                    candidates: targets.reflection.clone(),
+                    timeout: bound,
+                };
+                (SchemaSource::Reflection(reflector), Some(channel))
+            }
         };
         Ok(Self {
             targets,
@@ -112,7 +114,9 @@ async fn call_command(args: CallArgs) -> Result<bool, ClientError> {
         metadata: session.targets.call.clone(),
         timeout,
     };
-    let channel = session.channel.expect("call always connects");
+    let channel = session
+        .channel
+        .ok_or_else(|| ClientError::Usage("no connection to call through".into()))?;
     let format = args.output.unwrap_or_else(default_format);
     let mut printer = Printer {
         format,

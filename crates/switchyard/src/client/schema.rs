@@ -82,16 +82,20 @@ impl SchemaError {
 pub enum SchemaSource {
     /// Protoset files, already read.
     Protoset(DescriptorPool),
-    /// Reflection over `channel`, asking with each of `candidates` (the
-    /// metadata naming one machine) in turn until one can be reached.
-    Reflection {
-        /// The connection to Switchyard (or any server).
-        channel: Channel,
-        /// Metadata of each attempt, in order.
-        candidates: Vec<MetadataMap>,
-        /// Bound of each attempt.
-        timeout: Duration,
-    },
+    /// Server reflection.
+    Reflection(Reflector),
+}
+
+/// Reflection over a channel, asking with each of `candidates` (metadata
+/// naming one machine) in turn until one machine can be reached.
+#[derive(Debug, Clone)]
+pub struct Reflector {
+    /// The connection to Switchyard (or any server).
+    pub channel: Channel,
+    /// Metadata of each attempt, in order.
+    pub candidates: Vec<MetadataMap>,
+    /// Bound of each attempt.
+    pub timeout: Duration,
 }
 
 impl SchemaSource {
@@ -100,14 +104,14 @@ impl SchemaSource {
     /// of every service (for short names, and for errors that list what
     /// exists).
     pub async fn pool_for_method(&self, name: &MethodName) -> Result<DescriptorPool, SchemaError> {
-        if let Self::Reflection { .. } = self
+        if let Self::Reflection(reflector) = self
             && name.is_qualified()
         {
             let service = name.service.as_str();
-            match self
+            let found = reflector
                 .reflect(|mut c| async move { c.files_for_symbols(&[service]).await })
-                .await
-            {
+                .await;
+            match found {
                 Err(SchemaError::Reflection(ReflectionError::SymbolNotFound(_))) => {}
                 other => return other,
             }
@@ -120,13 +124,16 @@ impl SchemaSource {
     pub async fn pool_for_all_services(&self) -> Result<DescriptorPool, SchemaError> {
         match self {
             Self::Protoset(pool) => Ok(pool.clone()),
-            Self::Reflection { .. } => {
-                self.reflect(|mut c| async move { Ok(c.files_for_services().await?.files) })
+            Self::Reflection(reflector) => {
+                reflector
+                    .reflect(|mut c| async move { Ok(c.files_for_services().await?.files) })
                     .await
             }
         }
     }
+}
 
+impl Reflector {
     /// Runs `fetch` with each candidate until one reaches its machine, and
     /// builds the pool of the files it got.
     async fn reflect<F, Fut>(&self, fetch: F) -> Result<DescriptorPool, SchemaError>
@@ -134,19 +141,11 @@ impl SchemaSource {
         F: Fn(ReflectionClient<Channel>) -> Fut,
         Fut: Future<Output = Result<FileSet, ReflectionError>>,
     {
-        let Self::Reflection {
-            channel,
-            candidates,
-            timeout,
-        } = self
-        else {
-            unreachable!("reflect is only called on a reflection source")
-        };
         let mut last = None;
-        for metadata in candidates {
-            let client = ReflectionClient::new(channel.clone())
+        for metadata in &self.candidates {
+            let client = ReflectionClient::new(self.channel.clone())
                 .with_metadata(metadata.clone())
-                .with_timeout(*timeout);
+                .with_timeout(self.timeout);
             match fetch(client).await {
                 Ok(files) => return complete(files),
                 Err(err) if unreachable(&err) => last = Some(err),
@@ -154,7 +153,7 @@ impl SchemaSource {
             }
         }
         Err(last
-            .unwrap_or_else(|| ReflectionError::Protocol("no machine to ask"))
+            .unwrap_or(ReflectionError::Protocol("no machine to ask"))
             .into())
     }
 }
