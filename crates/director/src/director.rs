@@ -34,7 +34,7 @@ use switchyard_engine::{Backend, ChannelConfig, ChannelState, Director, Mode, Re
 use tonic::Status;
 
 use crate::addr::MachineAddr;
-use crate::authz::Policy;
+use crate::authz::{Caller, Policy};
 use crate::local::LocalBackend;
 use crate::registry::Registry;
 use crate::remote::{PROXY_AUTHORITY, RemoteBackend};
@@ -229,6 +229,14 @@ impl MachineDirector {
             }
         }
         machines
+    }
+
+    /// Admits a call this Switchyard answers itself (its own API), as
+    /// [`Director::route`] admits routed ones: roles, forged metadata,
+    /// authorization.
+    pub fn admit(&self, request: &mut http::request::Parts) -> Result<Caller, Status> {
+        let policy = self.state().policy.clone();
+        policy.admit(request)
     }
 
     /// The machines with a cached remote backend.

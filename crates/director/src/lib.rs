@@ -23,16 +23,22 @@
 //! - [`streamed`]: which methods stream their replies;
 //! - [`local`] / [`remote`]: the two kinds of backend;
 //! - [`identity`] and [`authz`]: who calls, and what they may call;
-//! - [`director`]: metadata → [`Route`](switchyard_engine::Route).
+//! - [`director`]: metadata → [`Route`](switchyard_engine::Route);
+//! - [`cluster_api`]: `switchyard.v1.Cluster`, answered by each Switchyard
+//!   itself (the machines it knows, up or down);
+//! - [`reflection`]: a gRPC reflection client (`v1`, then `v1alpha`), for
+//!   the daemon's streamed-method discovery and the CLI's schemas.
 
 #![warn(missing_docs)]
 
 pub mod addr;
 pub mod authz;
+pub mod cluster_api;
 pub mod director;
 pub mod identity;
 pub mod local;
 pub mod pb;
+pub mod reflection;
 pub mod registry;
 pub mod remote;
 mod resolve;
@@ -41,9 +47,11 @@ pub mod tag;
 
 pub use addr::{AddrError, MachineAddr};
 pub use authz::{AuthzRule, Caller, MethodPattern, Policy};
+pub use cluster_api::{CLUSTER_PATH_PREFIX, ClusterApi};
 pub use director::{DEFAULT_REMOTE_PORT, DirectorOptions, MachineDirector, MachineStatus};
 pub use identity::{Identity, MACHINE_ROLE};
 pub use local::LocalBackend;
+pub use reflection::{FileSet, ReflectionClient, ReflectionError, ReflectionVersion, ServiceFiles};
 pub use registry::{Machine, Registry, RegistryError};
 pub use remote::RemoteBackend;
 pub use streamed::StreamedMethods;

@@ -1,5 +1,6 @@
-//! A running Switchyard: the machine director, the proxy engine and the
-//! listeners, wired together. No routing logic lives here.
+//! A running Switchyard: the machine director, the proxy engine behind the
+//! daemon's own API ([`Front`]) and the listeners, wired together. No routing
+//! logic lives here.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{Listen, LiveSettings, Settings};
+use crate::front::Front;
 use crate::metrics::{Metrics, Telemetry};
 use crate::ops::Ops;
 use crate::reflect::Streamed;
@@ -156,6 +158,7 @@ impl Daemon {
                 ..ProxyConfig::default()
             },
         );
+        let front = Front::new(proxy, director.clone());
         let server = ServerConfig {
             grace_period: start.shutdown_grace_secs.into(),
             connections: ConnectionLimit::new(settings.max_connections()),
@@ -167,12 +170,12 @@ impl Daemon {
         let (stop, stopped) = watch::channel(false);
         let mut servers = JoinSet::new();
         for listener in listeners {
-            let (proxy, server, mut stopped) = (proxy.clone(), server.clone(), stopped.clone());
+            let (front, server, mut stopped) = (front.clone(), server.clone(), stopped.clone());
             servers.spawn(async move {
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
-                serve(listener, proxy, &server, shutdown).await;
+                serve(listener, front, &server, shutdown).await;
             });
         }
         let ops = ops.map(|listener| {

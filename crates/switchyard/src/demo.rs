@@ -2,6 +2,10 @@
 //! process, each machine with its own `machine-info` service on a Unix
 //! socket and its own Switchyard, and a tour of what a client can ask.
 //! Runs as any user: machines share `::1` and differ by port.
+//!
+//! Each step prints the `switchyard call` command that asks the same, so
+//! that, with `--keep` (the cluster keeps running until ctrl-c), a user can
+//! repeat it by hand and go on from there.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use machine_info::pb::machine_info_client::MachineInfoClient;
 use machine_info::pb::{DescribeRequest, Description, Metadata, WatchRequest};
+use switchyard_director::pb::ListMachinesRequest;
+use switchyard_director::pb::switchyard::v1::cluster_client::ClusterClient;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -24,6 +30,10 @@ pub struct DemoArgs {
     /// [default: the system's temporary directory].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// After the tour, keep the cluster running (every machine up again)
+    /// until ctrl-c, to try `switchyard call` against it by hand.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// The streamed method of the sample API.
@@ -40,10 +50,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .prefix("switchyard-demo-")
         .tempdir_in(&parent)
         .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
-    tour(dir.path()).await
+    tour(dir.path(), args.keep).await
 }
 
-async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
+async fn tour(dir: &std::path::Path, keep: bool) -> anyhow::Result<()> {
     let mut cluster = LoopbackCluster::start(dir, &NAMES, |_, settings| {
         // Learned from each machine's own service (gRPC reflection).
         settings.start.connect_timeout_secs = Secs(Duration::from_secs(2));
@@ -66,14 +76,21 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
     }
     let entry = machines[0].addr;
     let mut client = MachineInfoClient::new(channel(entry)?);
+    let shell = Shell { via: entry };
+    println!(
+        "Each step shows the `switchyard call` that asks the same; `switchyard demo --keep` \
+         keeps the cluster running to try them."
+    );
 
     section(&format!(
         "1. No routing metadata: machine alpha ({entry}) answers itself"
     ));
+    shell.call(&[DESCRIBE]);
     let reply = client.describe(DescribeRequest {}).await?.into_inner();
     print_descriptions(&reply.messages);
 
     section("2. machines: beta (one machine, two hops: alpha's Switchyard forwards to beta's)");
+    shell.call(&["-m", "beta", DESCRIBE]);
     let reply = client
         .describe(with_machines(&["beta"]))
         .await?
@@ -83,6 +100,7 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
     section(
         "3. machines: alpha, beta, gamma (fan-out; replies tagged with each machine, in target order)",
     );
+    shell.call(&["-m", "alpha,beta,gamma", DESCRIBE]);
     let reply = client
         .describe(with_machines(&["alpha", "beta", "gamma"]))
         .await?
@@ -100,6 +118,13 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
     section(
         "4. Streaming fan-out: Watch on machines: * (all), 3 ticks each, interleaved as they arrive",
     );
+    shell.call(&[
+        "-m",
+        "'*'",
+        WATCH,
+        "-d",
+        r#"'{"count": 3, "intervalMs": 100}'"#,
+    ]);
     let mut request = tonic::Request::new(WatchRequest {
         count: 3,
         interval_ms: 100,
@@ -119,6 +144,7 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
     section(
         "5. gamma's machine-info service stops: gamma becomes an error entry, the others still answer",
     );
+    shell.call(&["-m", "'*'", DESCRIBE]);
     if let Some(service) = machines[2].service.take() {
         service.stop();
     }
@@ -127,6 +153,7 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
     print_descriptions(&reply.messages);
 
     section("6. gamma's Switchyard stops too: UNAVAILABLE entry, bounded, no stall for the others");
+    shell.call(&["-m", "'*'", DESCRIBE]);
     if let Some(proxy) = machines[2].daemon.take() {
         proxy.shutdown().await?;
     }
@@ -135,8 +162,82 @@ async fn tour(dir: &std::path::Path) -> anyhow::Result<()> {
     print_descriptions(&reply.messages);
     println!("  (answered in {:?})", started.elapsed());
 
+    section("7. What alpha's Switchyard knows of the machines (answered by alpha itself)");
+    println!("  $ switchyard machines --via '{entry}'");
+    let known = ClusterClient::new(channel(entry)?)
+        .list_machines(ListMachinesRequest {})
+        .await?
+        .into_inner();
+    for m in &known.machines {
+        let state = format!("{:?}", m.state()).to_lowercase();
+        let local = if m.local { " (local)" } else { "" };
+        println!(
+            "  {} {:6} {:18} {state}{local} {}",
+            m.id, m.name, m.addr, m.last_error
+        );
+    }
+
+    if keep {
+        keep_running(&mut cluster).await?;
+    }
     cluster.shutdown().await?;
     println!("\nDone.");
+    Ok(())
+}
+
+/// The describe method of the sample API.
+const DESCRIBE: &str = "/machineinfo.v1.MachineInfo/Describe";
+
+/// Prints the shell commands equivalent to the calls the demo makes.
+struct Shell {
+    via: SocketAddr,
+}
+
+impl Shell {
+    fn call(&self, args: &[&str]) {
+        println!(
+            "  $ switchyard call --via '{}' -o table {}",
+            self.via,
+            args.join(" ")
+        );
+    }
+}
+
+/// Brings every machine up again and serves until ctrl-c.
+async fn keep_running(cluster: &mut LoopbackCluster) -> anyhow::Result<()> {
+    for m in &mut cluster.machines {
+        if m.service.is_none() {
+            m.service = Some(
+                machine_info::Server::spawn_unix(&m.name, &m.socket)
+                    .with_context(|| format!("cannot restart machine-info of {}", m.name))?,
+            );
+        }
+        if m.daemon.is_none() {
+            m.daemon = Some(
+                crate::daemon::Daemon::start(&m.settings)
+                    .await
+                    .with_context(|| format!("cannot restart the Switchyard of {}", m.name))?,
+            );
+        }
+    }
+    println!("\nThe cluster keeps running (every machine up again) until ctrl-c:");
+    for m in &cluster.machines {
+        println!(
+            "  {} {:6} --via '{}'   service at unix:{}",
+            m.id,
+            m.name,
+            m.addr,
+            m.socket.display()
+        );
+    }
+    println!(
+        "Try: switchyard machines --via '{}'   (another machine's connection state shows once it was called)",
+        cluster.machines[0].addr
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for ctrl-c")?;
+    println!("Stopping.");
     Ok(())
 }
 

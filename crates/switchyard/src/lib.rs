@@ -6,17 +6,22 @@
 //! - [`metrics`]: Prometheus metrics and the access log;
 //! - [`ops`]: the metrics and health listener;
 //! - [`daemon`]: director + engine + listeners, wired together;
+//! - [`front`]: the daemon's own API (`switchyard.v1.Cluster`) in front of
+//!   the proxy;
 //! - [`reflect`]: streamed methods learned from the local server's reflection;
 //! - [`serve`]: the `serve` command (signals, reload, shutdown);
 //! - [`cert`]: the `cert` command, certificates for mutual TLS;
+//! - [`client`]: the `call`, `list`, `describe` and `machines` commands;
 //! - [`cluster`]: machines on loopback in one process (demo and tests);
 //! - [`demo`]: the `demo` command, a three-machine cluster in one process.
 
 pub mod cert;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod front;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

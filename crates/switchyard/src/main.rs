@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, Subcommand};
 use switchyard::cert::CertArgs;
+use switchyard::client::{CallArgs, ClientCommand, DescribeArgs, ListArgs, MachinesArgs};
 use switchyard::config::Options;
 use switchyard::demo::DemoArgs;
 
@@ -30,6 +31,14 @@ enum Command {
     Demo(DemoArgs),
     /// Make certificates for mutual TLS: the cluster CA, machines, callers.
     Cert(CertArgs),
+    /// Call a gRPC method on this machine, another, or several at once.
+    Call(Box<CallArgs>),
+    /// List the services of a machine, or a service's methods with their types.
+    List(Box<ListArgs>),
+    /// Print a service, method, message, enum or field as proto source.
+    Describe(Box<DescribeArgs>),
+    /// The machines a Switchyard knows, up or down.
+    Machines(Box<MachinesArgs>),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +51,14 @@ fn main() -> ExitCode {
         switchyard::logging::init(switchyard::config::LogFormat::Text, "error");
     }
     let result = match cli.command {
+        Command::Call(args) => return switchyard::client::main(ClientCommand::Call(*args)),
+        Command::List(args) => return switchyard::client::main(ClientCommand::List(*args)),
+        Command::Describe(args) => {
+            return switchyard::client::main(ClientCommand::Describe(*args));
+        }
+        Command::Machines(args) => {
+            return switchyard::client::main(ClientCommand::Machines(*args));
+        }
         Command::Serve(options) => switchyard::serve::main(*options),
         Command::Demo(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

@@ -1,28 +1,24 @@
 //! Which methods stream, learned from the local gRPC server's reflection
-//! service (`grpc.reflection.v1`).
+//! service (`grpc.reflection.v1`, or `v1alpha` on older servers).
 //!
 //! Fan-out must know whether a method's replies stream (interleave them) or
 //! not (merge them into one message); nothing on the wire says so. A list in
 //! the configuration works until someone forgets a method, and then its
 //! stream is silently merged as if it were unary. So the daemon also asks
 //! its own machine's server, which serves the same API as every other
-//! machine, and adds every server-streaming method it declares.
+//! machine, and adds every server-streaming method it declares. The asking
+//! is the director's [`ReflectionClient`], the one `switchyard call` uses.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use prost::Message;
-use switchyard_director::StreamedMethods;
+use switchyard_director::{ReflectionClient, ReflectionError, StreamedMethods};
 
 use crate::config::MethodName;
 use tokio::sync::Notify;
 use tonic::transport::Endpoint;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
 /// Bound of one whole discovery (connect plus every request).
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,18 +93,24 @@ pub enum DiscoveryError {
     /// The server does not serve reflection.
     #[error("no reflection service: {}", .0.message())]
     Unsupported(tonic::Status),
-    /// The server could not be reached or answered with an error.
-    #[error("reflection call failed: {0}")]
-    Call(#[from] tonic::Status),
+    /// Reflection failed (the call, the answers, or its bound).
+    #[error(transparent)]
+    Reflection(ReflectionError),
     /// Connecting failed.
     #[error("cannot connect: {0}")]
     Connect(#[from] tonic::transport::Error),
-    /// A descriptor could not be decoded.
-    #[error("malformed file descriptor: {0}")]
-    Descriptor(#[from] prost::DecodeError),
     /// Discovery took longer than its bound.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+}
+
+impl From<ReflectionError> for DiscoveryError {
+    fn from(err: ReflectionError) -> Self {
+        match err {
+            ReflectionError::Unsupported(status) => Self::Unsupported(status),
+            err => Self::Reflection(err),
+        }
+    }
 }
 
 /// The server-streaming methods (`/pkg.Service/Method`) the gRPC server on
@@ -131,79 +133,28 @@ async fn discover_unbounded(socket: &Path) -> Result<HashSet<String>, DiscoveryE
             }
         }))
         .await?;
-    let mut client = ServerReflectionClient::new(channel);
-    let services = match ask(&mut client, MessageRequest::ListServices(String::new())).await {
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
-            return Err(DiscoveryError::Unsupported(status));
-        }
-        other => other?,
-    };
-    let Some(MessageResponse::ListServicesResponse(list)) = services.message_response else {
-        return Err(unexpected("ListServices"));
-    };
-    let mut streamed = HashSet::new();
-    for service in list.service.iter().map(|s| s.name.as_str()) {
-        if service.starts_with("grpc.reflection.") {
-            continue;
-        }
-        let reply = ask(
-            &mut client,
-            MessageRequest::FileContainingSymbol(service.to_owned()),
-        )
+    let found = ReflectionClient::new(channel)
+        .with_timeout(DISCOVERY_TIMEOUT)
+        .files_for_services()
         .await?;
-        let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
-            return Err(unexpected("FileContainingSymbol"));
-        };
-        for encoded in &files.file_descriptor_proto {
-            let file = prost_types::FileDescriptorProto::decode(encoded.as_slice())?;
-            let package = file.package();
-            for declared in &file.service {
-                let full = match package {
-                    "" => declared.name().to_owned(),
-                    package => format!("{package}.{}", declared.name()),
-                };
-                if full != service {
-                    continue;
-                }
-                for method in declared.method.iter().filter(|m| m.server_streaming()) {
-                    streamed.insert(format!("/{full}/{}", method.name()));
-                }
+    let mut streamed = HashSet::new();
+    for file in found.files.decoded() {
+        let file = file.map_err(|e| DiscoveryError::Reflection(e.into()))?;
+        let package = file.package();
+        for declared in &file.service {
+            let full = match package {
+                "" => declared.name().to_owned(),
+                package => format!("{package}.{}", declared.name()),
+            };
+            if found.services.binary_search(&full).is_err() {
+                continue;
+            }
+            for method in declared.method.iter().filter(|m| m.server_streaming()) {
+                streamed.insert(format!("/{full}/{}", method.name()));
             }
         }
     }
     Ok(streamed)
-}
-
-/// One request on a fresh reflection stream, and its first answer.
-async fn ask(
-    client: &mut ServerReflectionClient<tonic::transport::Channel>,
-    request: MessageRequest,
-) -> Result<ServerReflectionResponse, tonic::Status> {
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(request),
-    };
-    let mut replies = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await?
-        .into_inner();
-    let reply = replies
-        .message()
-        .await?
-        .ok_or_else(|| tonic::Status::internal("reflection stream ended without an answer"))?;
-    if let Some(MessageResponse::ErrorResponse(err)) = &reply.message_response {
-        return Err(tonic::Status::new(
-            err.error_code.into(),
-            err.error_message.clone(),
-        ));
-    }
-    Ok(reply)
-}
-
-fn unexpected(what: &str) -> DiscoveryError {
-    DiscoveryError::Call(tonic::Status::internal(format!(
-        "unexpected reflection answer to {what}"
-    )))
 }
 
 #[cfg(test)]
@@ -233,6 +184,38 @@ mod tests {
         assert!(detector.is_streamed("/machineinfo.v1.MachineInfo/Watch"));
         assert!(detector.is_streamed("/x.Y/Configured"));
         assert!(!detector.is_streamed("/machineinfo.v1.MachineInfo/Describe"));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Older servers offer only `grpc.reflection.v1alpha` (issue 14).
+    #[tokio::test]
+    async fn falls_back_to_v1alpha() {
+        let path = socket("v1alpha");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(machine_info::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(machine_info::Service::new("alpha").into_server())
+                .add_service(reflection)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+        let found = discover(&path).await.unwrap();
+        assert_eq!(
+            found,
+            HashSet::from(["/machineinfo.v1.MachineInfo/Watch".to_owned()])
+        );
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         let _ = std::fs::remove_file(&path);
     }
 

@@ -386,7 +386,7 @@ fn overlay(into: &mut toml::Table, from: toml::Table) {
 
 /// Parses the configuration file; errors name the setting, the line and the
 /// column.
-fn read_file(path: &Path) -> anyhow::Result<Options> {
+pub fn read_file(path: &Path) -> anyhow::Result<Options> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     parse_file(&text).map_err(|e| anyhow!("{e} in config file {}", path.display()))

@@ -1,0 +1,223 @@
+//! The per-machine view of a fan-out reply.
+//!
+//! Through Switchyard one call reaches many machines; their replies come
+//! back merged by the wire contract of `switchyard/common/v1/common.proto`:
+//! a unary reply is `repeated X messages = 1`, and every entry `X` carries
+//! `switchyard.common.v1.Metadata metadata = 1` naming its machine and, when
+//! the machine failed, its error. A streamed reply message is itself such an
+//! entry. Field numbers are the contract, names are not, so detection goes by
+//! number and type. Anything else is one entry without a machine.
+
+use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value};
+
+/// Full name of the fan-out metadata message.
+pub const METADATA_MESSAGE: &str = "switchyard.common.v1.Metadata";
+
+/// Which machine an entry comes from, as the proxy filled it in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Machine {
+    /// The machine's address as the client named it.
+    pub addr: String,
+    /// Its name from the machine registry (may be empty).
+    pub name: String,
+    /// Its ID from the machine registry (may be empty).
+    pub id: String,
+}
+
+impl Machine {
+    /// What to call the machine: its name, else its address, else its ID.
+    pub fn label(&self) -> &str {
+        [&self.name, &self.addr, &self.id]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .map_or("", String::as_str)
+    }
+}
+
+/// How a machine failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    /// The gRPC status code (`Unknown` when only an error text was given).
+    pub code: tonic::Code,
+    /// The error message.
+    pub message: String,
+}
+
+impl std::fmt::Display for EntryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", code_name(self.code), self.message)
+    }
+}
+
+/// One machine's part of a reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The machine, when the entry names one (replies straight from a
+    /// server, not through Switchyard, name none).
+    pub machine: Option<Machine>,
+    /// The machine's failure, if it failed.
+    pub error: Option<EntryError>,
+    /// The entry without its metadata field.
+    pub body: DynamicMessage,
+}
+
+impl Entry {
+    /// The machine label, `-` when there is none.
+    pub fn machine_label(&self) -> &str {
+        match self.machine.as_ref().map(Machine::label) {
+            Some(label) if !label.is_empty() => label,
+            _ => "-",
+        }
+    }
+}
+
+/// How a reply type relates to the fan-out contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// `repeated X messages = 1`, X an entry: a merged unary reply.
+    Merged,
+    /// The message is itself an entry (field 1 is `Metadata`): a streamed
+    /// reply, or one entry.
+    Entry,
+    /// Not fan-out shaped.
+    Plain,
+}
+
+/// The shape of reply type `descriptor`.
+pub fn shape(descriptor: &MessageDescriptor) -> Shape {
+    if is_entry(descriptor) {
+        return Shape::Entry;
+    }
+    match descriptor.get_field(1) {
+        Some(field) if field.is_list() => match field.kind() {
+            Kind::Message(entry) if is_entry(&entry) => Shape::Merged,
+            _ => Shape::Plain,
+        },
+        _ => Shape::Plain,
+    }
+}
+
+fn is_entry(descriptor: &MessageDescriptor) -> bool {
+    descriptor.get_field(1).is_some_and(|field| {
+        !field.is_list()
+            && matches!(field.kind(), Kind::Message(m) if m.full_name() == METADATA_MESSAGE)
+    })
+}
+
+/// Splits `reply` into one entry per machine (see [`Shape`]).
+pub fn split(reply: &DynamicMessage) -> Vec<Entry> {
+    match shape(&reply.descriptor()) {
+        Shape::Merged => reply
+            .get_field_by_number(1)
+            .and_then(|list| {
+                list.as_list().map(|items| {
+                    items
+                        .iter()
+                        .filter_map(Value::as_message)
+                        .map(entry)
+                        .collect()
+                })
+            })
+            .unwrap_or_default(),
+        Shape::Entry => vec![entry(reply)],
+        Shape::Plain => vec![Entry {
+            machine: None,
+            error: None,
+            body: reply.clone(),
+        }],
+    }
+}
+
+fn entry(message: &DynamicMessage) -> Entry {
+    let mut body = message.clone();
+    let metadata = body.take_field_by_number(1);
+    let (machine, error) = match metadata.as_ref().and_then(Value::as_message) {
+        Some(metadata) => (Some(machine(metadata)), entry_error(metadata)),
+        None => (None, None),
+    };
+    Entry {
+        machine,
+        error,
+        body,
+    }
+}
+
+fn string_field(message: &DynamicMessage, number: u32) -> String {
+    message
+        .get_field_by_number(number)
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn machine(metadata: &DynamicMessage) -> Machine {
+    Machine {
+        addr: string_field(metadata, 1),
+        name: string_field(metadata, 5),
+        id: string_field(metadata, 4),
+    }
+}
+
+/// The failure a `Metadata` reports: its `status` (`google.rpc.Status`:
+/// `code = 1`, `message = 2`) when set with a non-OK code, else its `error`
+/// text as UNKNOWN.
+fn entry_error(metadata: &DynamicMessage) -> Option<EntryError> {
+    let text = string_field(metadata, 2);
+    let status = metadata
+        .has_field_by_number(3)
+        .then(|| metadata.get_field_by_number(3))
+        .flatten();
+    let (code, status_message) = match status.as_deref().and_then(Value::as_message) {
+        Some(status) => (
+            status
+                .get_field_by_number(1)
+                .and_then(|v| v.as_i32())
+                .unwrap_or(0),
+            string_field(status, 2),
+        ),
+        None => (0, String::new()),
+    };
+    if code == 0 && text.is_empty() {
+        return None;
+    }
+    let code = match tonic::Code::from(code) {
+        tonic::Code::Ok => tonic::Code::Unknown,
+        code => code,
+    };
+    let message = if status_message.is_empty() {
+        text
+    } else {
+        status_message
+    };
+    Some(EntryError { code, message })
+}
+
+/// 0 when no entry failed, 1 when any did: the exit status of a call whose
+/// own RPC succeeded.
+pub fn exit_code(entries: &[Entry]) -> i32 {
+    i32::from(entries.iter().any(|e| e.error.is_some()))
+}
+
+/// The canonical name of a gRPC status code (`UNAVAILABLE`), as in
+/// `google.rpc.Code`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

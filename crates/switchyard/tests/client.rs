@@ -1,0 +1,509 @@
+//! The real `switchyard call`, `list`, `describe` and `machines` against
+//! three machines on loopback (in-process Switchyards in front of
+//! `machine-info` services with reflection): output, exit status, and the
+//! messages a person gets for a mistake. Every run of the binary is bounded.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use switchyard::config::{Listen, Settings};
+use switchyard::daemon::Daemon;
+use switchyard_engine::Address;
+
+const DESCRIBE: &str = "machineinfo.v1.MachineInfo/Describe";
+
+/// Runs `switchyard <args>` to completion, bounded; stdin is empty.
+async fn cli(args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    bounded(&format!("switchyard {args:?}"), command.output())
+        .await
+        .expect("the binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Panics unless `out` exited with `code`, showing what it printed.
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// `--via` of machine `i`.
+fn via(cluster: &Cluster, i: usize) -> String {
+    cluster.nodes[i].addr.to_string()
+}
+
+/// The lines of `text` without the uptime, which depends on timing.
+fn without_uptime(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.contains("uptimeSeconds"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_this_machine_another_and_all_of_them() {
+    let cluster = Cluster::start("cli-call").await;
+    let alpha = via(&cluster, 0);
+
+    // This machine, untagged: exactly what grpcurl prints (the default when
+    // stdout is not a terminal).
+    let out = cli(&["call", "--via", &alpha, DESCRIBE]).await;
+    assert_exit(&out, 0);
+    assert_eq!(
+        without_uptime(&stdout(&out)),
+        "{\n  \"messages\": [\n    {\n      \"name\": \"alpha\",\n      \"calls\": \"2\"\n    }\n  ]\n}\n"
+    );
+
+    // Another machine, one-to-one (two hops), in any spelling of the method.
+    let out = cli(&[
+        "call",
+        "--via",
+        &alpha,
+        "--machine",
+        "beta",
+        "machineinfo.v1.MachineInfo.Describe",
+        "-o",
+        "jsonl",
+    ])
+    .await;
+    assert_exit(&out, 0);
+    let line = stdout(&out);
+    assert!(
+        line.starts_with(r#"{"machine":"beta","reply":{"name":"beta","#),
+        "{line}"
+    );
+    assert!(line.contains(r#""proxyAuthority":"#), "{line}");
+
+    // All of them: one row per machine, in the order named.
+    let out = cli(&[
+        "call",
+        "--via",
+        &alpha,
+        "-m",
+        "gamma,alpha",
+        "-m",
+        "beta",
+        "MachineInfo/Describe",
+        "-o",
+        "table",
+    ])
+    .await;
+    assert_exit(&out, 0);
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(
+        rows[0].starts_with("MACHINE   ADDRESS")
+            && rows[0].ends_with("NAME    UPTIME_SECONDS   PROXY_AUTHORITY   CALLS"),
+        "{table}"
+    );
+    for (row, i) in rows[1..].iter().zip([2, 0, 1]) {
+        let name = cluster.nodes[i].name.as_str();
+        let addr = cluster.meta(i).machine_addr;
+        assert_eq!(
+            row.split_whitespace().take(3).collect::<Vec<_>>(),
+            [name, addr.as_str(), name],
+            "{table}"
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_down_is_its_own_row_and_exit_status_1() {
+    let mut cluster = Cluster::start("cli-down").await;
+    let alpha = via(&cluster, 0);
+    cluster.stop_daemon(2).await;
+
+    let out = cli(&[
+        "call",
+        "--via",
+        &alpha,
+        "-m",
+        "alpha,beta,gamma",
+        DESCRIBE,
+        "-o",
+        "table",
+    ])
+    .await;
+    assert_exit(&out, 1);
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(rows[1].starts_with("alpha ") && rows[2].starts_with("beta "));
+    let gamma = cluster.meta(2).machine_addr;
+    assert_eq!(
+        rows[3].split_whitespace().take(4).collect::<Vec<_>>(),
+        ["gamma", gamma.as_str(), "ERROR", "UNAVAILABLE:"],
+        "{table}"
+    );
+
+    // The same in JSON: grpcurl's form, gamma's entry carrying its error.
+    let out = cli(&["call", "--via", &alpha, "-m", "*", DESCRIBE, "-o", "json"]).await;
+    assert_exit(&out, 1);
+    let json = stdout(&out);
+    assert!(json.contains("\"machineName\": \"gamma\""), "{json}");
+    assert!(json.contains("\"code\": 14"), "{json}");
+    assert!(json.contains("\"name\": \"beta\""), "{json}");
+
+    // What `machines` says now: gamma down with its cause, the others up;
+    // answered by alpha itself whatever the metadata asks.
+    let out = cli(&[
+        "machines",
+        "--via",
+        &alpha,
+        "-H",
+        "machines=beta",
+        "-o",
+        "table",
+    ])
+    .await;
+    assert_exit(&out, 0);
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(rows[0].starts_with("NAME    ID   ADDRESS"), "{table}");
+    assert!(
+        rows[1].starts_with("alpha   m1   ") && rows[1].ends_with("up (local)"),
+        "{table}"
+    );
+    assert!(
+        rows[2].starts_with("beta    m2   ") && rows[2].ends_with("up"),
+        "{table}"
+    );
+    assert_eq!(
+        rows[3].split_whitespace().take(4).collect::<Vec<_>>(),
+        ["gamma", "m3", gamma.as_str(), "down"],
+        "{table}"
+    );
+    let out = cli(&["machines", "--via", &alpha, "-o", "jsonl"]).await;
+    assert_exit(&out, 0);
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with(r#"{"id":"m1","name":"alpha","addr":"#)
+            && lines[0].ends_with(r#""state":"UP","local":true}"#),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].contains(r#""state":"DOWN","lastError":"#),
+        "{lines:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_every_machines_ticks_as_json_lines() {
+    let cluster = Cluster::start("cli-watch").await;
+    let out = cli(&[
+        "call",
+        "--via",
+        &via(&cluster, 1),
+        "-m",
+        "*",
+        "MachineInfo/Watch",
+        "-d",
+        r#"{"count": 2, "intervalMs": 50}"#,
+        "-o",
+        "jsonl",
+    ])
+    .await;
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for (i, name) in NAMES.iter().enumerate() {
+        let addr = cluster.meta(i).machine_addr;
+        let mine: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(&format!(r#"{{"machine":"{name}","#)))
+            .collect();
+        assert_eq!(
+            mine,
+            [
+                format!(
+                    r#"{{"machine":"{name}","machineAddr":"{addr}","machineId":"m{}","reply":{{"name":"{name}"}}}}"#,
+                    i + 1
+                ),
+                format!(
+                    r#"{{"machine":"{name}","machineAddr":"{addr}","machineId":"m{}","reply":{{"name":"{name}","seq":1}}}}"#,
+                    i + 1
+                ),
+            ],
+            "{text}"
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_and_describes_through_reflection() {
+    let cluster = Cluster::start("cli-list").await;
+    let beta = via(&cluster, 1);
+    let out = cli(&["list", "--via", &beta, "-m", "gamma"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "machineinfo.v1.MachineInfo\n");
+
+    let out = cli(&["list", "--via", &beta, "MachineInfo"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "/machineinfo.v1.MachineInfo/Describe(machineinfo.v1.DescribeRequest) returns (machineinfo.v1.DescribeResponse)\n\
+         /machineinfo.v1.MachineInfo/Watch(machineinfo.v1.WatchRequest) returns (stream machineinfo.v1.Tick)\n"
+    );
+
+    let out = cli(&["describe", "--via", &beta, "--machine", "alpha", "Tick"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "machineinfo.v1.Tick is a message:\nmessage Tick {\n  \
+         .switchyard.common.v1.Metadata metadata = 1;\n  string name = 2;\n  uint32 seq = 3;\n}\n"
+    );
+    let out = cli(&["describe", "--via", &beta, "MachineInfo.Watch"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "machineinfo.v1.MachineInfo.Watch is a method:\n\
+         // A stream of `count` ticks, one every `interval_ms`.\n\
+         rpc Watch ( .machineinfo.v1.WatchRequest ) returns ( stream .machineinfo.v1.Tick );\n"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_exit_2_saying_what_to_change() {
+    let cluster = Cluster::start("cli-usage").await;
+    let alpha = via(&cluster, 0);
+
+    let out = cli(&["call", "--via", &alpha, "MachineInfo/Descrbe"]).await;
+    assert_exit(&out, 2);
+    assert_eq!(
+        stderr(&out),
+        "switchyard: service `machineinfo.v1.MachineInfo` has no method `Descrbe`. \
+         Did you mean `Describe`? Its methods: Describe, Watch\n"
+    );
+    let out = cli(&["call", "--via", &alpha, "Nope/Describe"]).await;
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("unknown service `Nope`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&[
+        "call",
+        "--via",
+        &alpha,
+        "-m",
+        "beta",
+        "MachineInfo/Watch",
+        "-d",
+        r#"{"count": "three"}"#,
+    ])
+    .await;
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("invalid value for field `count` of machineinfo.v1.WatchRequest"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["call", "--via", &alpha, DESCRIBE, "-d", "{"]).await;
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("request data is not valid JSON"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["call", "--via", "nowhere", DESCRIBE]).await;
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("--via \"nowhere\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["call", "--via", &alpha, "Describe"]).await;
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("is not a method name"),
+        "{}",
+        stderr(&out)
+    );
+    // A machine nobody knows: the call fails (exit 1), saying which.
+    let out = cli(&["call", "--via", &alpha, "--machine", "delta", DESCRIBE]).await;
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("delta"), "{}", stderr(&out));
+    cluster.shutdown().await;
+}
+
+/// A Switchyard on a Unix socket named by a config file, in front of a
+/// server without reflection: the schema comes from `--protoset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protoset_for_a_server_without_reflection_via_the_configured_socket() {
+    let dir = socket_dir("cli-protoset");
+    let service_socket = dir.path().join("api.sock");
+    let _service = machine_info::Server::spawn_unix_with("solo", &service_socket, false).unwrap();
+    let socket = dir.path().join("sy.sock");
+    let mut settings = Settings::default();
+    settings.start.listen = Some(vec![Listen(Address::Unix(socket.clone()))]);
+    settings.start.local_socket = service_socket.clone();
+    settings.start.detect_streamed_methods = false;
+    let daemon = Daemon::start(&settings).await.unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "local_socket = {:?}\nlisten = [\"[::1]:1\", \"unix:{}\"]\n",
+            service_socket.display().to_string(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let out = cli(&["call", "--config", config, DESCRIBE]).await;
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("does not support gRPC reflection")
+            && stderr(&out).contains("--protoset"),
+        "{}",
+        stderr(&out)
+    );
+
+    let protoset = dir.path().join("machineinfo.protoset");
+    std::fs::write(&protoset, machine_info::pb::FILE_DESCRIPTOR_SET).unwrap();
+    let protoset = protoset.to_str().unwrap();
+    let out = cli(&[
+        "call",
+        "--config",
+        config,
+        "--protoset",
+        protoset,
+        DESCRIBE,
+        "-o",
+        "jsonl",
+    ])
+    .await;
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with(r#"{"reply":{"name":"solo""#),
+        "{}",
+        stdout(&out)
+    );
+    // list and describe need no connection with a protoset.
+    let out = cli(&["list", "--protoset", protoset, "--via", "unix:/nonexistent"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "machineinfo.v1.MachineInfo\n");
+    bounded("shutdown", daemon.shutdown()).await.unwrap();
+    assert!(!Path::new(&socket).exists());
+}
+
+/// Over TCP with TLS, the client presents its certificate and checks the
+/// Switchyard's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_mutual_tls() {
+    let (cluster, certs) = Cluster::start_tls("cli-tls", |_, _, _| {}).await;
+    let admin = certs.client("admin", &["admin"]);
+    let (cert, key, ca) = (
+        admin.cert.to_str().unwrap(),
+        admin.key.to_str().unwrap(),
+        admin.ca.to_str().unwrap(),
+    );
+    let alpha = via(&cluster, 0);
+    let tls = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", ca];
+    let mut args = vec![
+        "call", "--via", &alpha, "-m", "beta", DESCRIBE, "-o", "jsonl",
+    ];
+    args.extend(tls);
+    let out = cli(&args).await;
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains(r#""reply":{"name":"beta""#),
+        "{}",
+        stdout(&out)
+    );
+    // Without a certificate the Switchyard refuses the connection.
+    let out = cli(&["call", "--via", &alpha, DESCRIBE]).await;
+    assert_exit(&out, 1);
+    cluster.shutdown().await;
+}
+
+/// `switchyard demo --keep` prints `switchyard call` commands that work as
+/// printed against the cluster it keeps running, until ctrl-c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_calls_that_work_against_the_kept_cluster() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let tmp = socket_dir("demo-keep");
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["demo", "--keep", "--dir", tmp.path().to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the demo runs");
+    let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    loop {
+        let line = bounded("the demo's output", lines.next_line())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the demo ended early:\n{}", printed.join("\n")));
+        let done = line.starts_with("Try: switchyard machines");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let commands: Vec<String> = printed
+        .iter()
+        .filter_map(|l| l.trim_start().strip_prefix("$ switchyard "))
+        .map(|rest| format!("\"$0\" {rest}"))
+        .collect();
+    assert_eq!(commands.len(), 7, "{printed:#?}");
+    // gamma was stopped and started again: wait until alpha reaches it.
+    for command in &commands {
+        let run = || async {
+            let out = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .arg(env!("CARGO_BIN_EXE_switchyard"))
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .unwrap();
+            out.status.success().then_some(out)
+        };
+        let out = eventually(WAIT, &format!("`{command}` succeeding"), run).await;
+        assert!(!stdout(&out).is_empty(), "{command}");
+    }
+    let pid = demo.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = bounded("the demo's exit", demo.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+}
