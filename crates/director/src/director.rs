@@ -35,6 +35,7 @@ use tonic::Status;
 
 use crate::addr::MachineAddr;
 use crate::authz::{Caller, Policy};
+use crate::catalog::{FIRST_DISCOVERY_WAIT, MethodCatalog};
 use crate::local::LocalBackend;
 use crate::registry::Registry;
 use crate::remote::{PROXY_AUTHORITY, RemoteBackend};
@@ -67,8 +68,13 @@ pub struct DirectorOptions {
     pub always_fan_out: bool,
     /// This machine's address, when already known.
     pub local_address: Option<MachineAddr>,
-    /// Which methods stream their replies in fan-out.
+    /// Which methods stream their replies in fan-out, besides those the
+    /// local server declares (see `discover_methods`).
     pub streamed: StreamedMethods,
+    /// Learn the local server's methods through its gRPC reflection
+    /// ([`MethodCatalog`]): which stream, and which have a reply type that
+    /// cannot fan out (refused with `FAILED_PRECONDITION`).
+    pub discover_methods: bool,
     /// Without a registry: the only networks machines may be dialled in;
     /// `None` admits every mesh address (not loopback, link-local or IPv4).
     pub allowed_networks: Option<Vec<Ipv6Net>>,
@@ -92,6 +98,7 @@ impl Default for DirectorOptions {
             always_fan_out: false,
             local_address: None,
             streamed: StreamedMethods::none(),
+            discover_methods: true,
             allowed_networks: None,
             max_targets: DEFAULT_MAX_TARGETS,
             max_cached_machines: 4096,
@@ -121,6 +128,9 @@ pub struct MachineDirector {
     remote_channel: ChannelConfig,
     always_fan_out: bool,
     streamed: StreamedMethods,
+    /// The local server's methods, when `discover_methods`.
+    catalog: Option<Arc<MethodCatalog>>,
+    local_socket: PathBuf,
     max_targets: usize,
     max_cached_machines: usize,
     /// Lock order: `state`, then `remotes`.
@@ -145,9 +155,10 @@ impl MachineDirector {
         remote_port: u16,
         options: DirectorOptions,
     ) -> Self {
+        let local_socket = local_socket_path.into();
         let director = Self {
             local: Arc::new(LocalBackend::new(
-                local_socket_path,
+                local_socket.clone(),
                 MachineInfo::default(),
                 options.local_channel,
             )),
@@ -155,6 +166,10 @@ impl MachineDirector {
             remote_channel: options.remote_channel,
             always_fan_out: options.always_fan_out,
             streamed: options.streamed,
+            catalog: options
+                .discover_methods
+                .then(|| Arc::new(MethodCatalog::default())),
+            local_socket,
             max_targets: options.max_targets,
             max_cached_machines: options.max_cached_machines.max(1),
             state: RwLock::new(State {
@@ -174,6 +189,26 @@ impl MachineDirector {
     /// The backend of this machine's own gRPC server.
     pub fn local_backend(&self) -> &Arc<LocalBackend> {
         &self.local
+    }
+
+    /// The local server's methods as learned so far (`None` without
+    /// `discover_methods`). Learning starts with the first call, or
+    /// [`MachineDirector::discover_methods`].
+    pub fn catalog(&self) -> Option<&Arc<MethodCatalog>> {
+        self.catalog.as_ref()
+    }
+
+    /// Starts learning the local server's methods now (within a Tokio
+    /// runtime), or asks again if already started (configuration reload).
+    pub fn discover_methods(&self) {
+        if let Some(catalog) = &self.catalog {
+            // A task that is just starting asks anyway.
+            if catalog.is_running() {
+                catalog.refresh();
+            } else {
+                catalog.start(&self.local_socket);
+            }
+        }
     }
 
     /// The port other machines' Switchyards listen on.
@@ -345,6 +380,16 @@ impl MachineDirector {
             key == MACHINES && (values.len() > 1 || resolved.wildcard || self.always_fan_out);
         let mode = if fan_out {
             state.policy.check_fan_out(method)?;
+            if let Some(unfit) = self
+                .catalog
+                .as_ref()
+                .and_then(|c| c.get(method))
+                .and_then(|facts| facts.unfit)
+            {
+                return Err(Status::failed_precondition(format!(
+                    "{method} cannot fan out: {unfit}"
+                )));
+            }
             Mode::OneToMany(self.shape(method))
         } else {
             Mode::OneToOne
@@ -361,9 +406,19 @@ impl MachineDirector {
         Ok(Route { mode, backends })
     }
 
-    /// How fan-out replies of `method` reach the client.
+    /// How fan-out replies of `method` reach the client: streamed when
+    /// configured so or declared so by the local server.
     pub fn shape(&self, method: &str) -> ReplyShape {
-        self.streamed.shape(method)
+        let declared = self
+            .catalog
+            .as_ref()
+            .and_then(|c| c.get(method))
+            .is_some_and(|facts| facts.streamed);
+        if declared {
+            ReplyShape::Streamed
+        } else {
+            self.streamed.shape(method)
+        }
     }
 
     fn local_route(&self) -> Route {
@@ -476,10 +531,21 @@ impl Director for MachineDirector {
         request: &'a mut http::request::Parts,
     ) -> BoxFuture<'a, Result<Route, Status>> {
         let policy = self.state().policy.clone();
-        let routed = policy
-            .admit(request)
-            .and_then(|_| self.route_metadata(request.uri.path(), &request.headers));
-        Box::pin(std::future::ready(routed))
+        Box::pin(async move {
+            policy.admit(request)?;
+            if let Some(catalog) = &self.catalog {
+                // A first fan-out waits (briefly) for the first discovery,
+                // so that even it is merged or streamed as it should be.
+                if catalog.start(&self.local_socket)
+                    && !catalog.is_settled()
+                    && request.headers.contains_key(MACHINES)
+                    && !request.headers.contains_key(PROXY_AUTHORITY)
+                {
+                    catalog.settled(FIRST_DISCOVERY_WAIT).await;
+                }
+            }
+            self.route_metadata(request.uri.path(), &request.headers)
+        })
     }
 }
 

@@ -20,19 +20,22 @@
 //! - [`registry`]: the optional list of machines `{id, name, addr}`;
 //! - `resolve`: which machines the metadata values name;
 //! - [`tag`]: tagging replies and turning failures into error entries;
-//! - [`streamed`]: which methods stream their replies;
+//! - [`streamed`]: which methods stream their replies (configured);
+//! - [`catalog`]: the local server's methods learned through reflection
+//!   (which stream, which replies cannot fan out);
 //! - [`local`] / [`remote`]: the two kinds of backend;
 //! - [`identity`] and [`authz`]: who calls, and what they may call;
 //! - [`director`]: metadata → [`Route`](switchyard_engine::Route);
 //! - [`cluster_api`]: `switchyard.v1.Cluster`, answered by each Switchyard
 //!   itself (the machines it knows, up or down);
 //! - [`reflection`]: a gRPC reflection client (`v1`, then `v1alpha`), for
-//!   the daemon's streamed-method discovery and the CLI's schemas.
+//!   the catalog and the CLI's schemas.
 
 #![warn(missing_docs)]
 
 pub mod addr;
 pub mod authz;
+pub mod catalog;
 pub mod cluster_api;
 pub mod director;
 pub mod identity;
@@ -47,6 +50,7 @@ pub mod tag;
 
 pub use addr::{AddrError, MachineAddr};
 pub use authz::{AuthzRule, Caller, MethodPattern, Policy};
+pub use catalog::{MethodCatalog, MethodFacts};
 pub use cluster_api::{CLUSTER_PATH_PREFIX, ClusterApi};
 pub use director::{DEFAULT_REMOTE_PORT, DirectorOptions, MachineDirector, MachineStatus};
 pub use identity::{Identity, MACHINE_ROLE};

@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchyard_director::{DirectorOptions, MachineDirector, Policy};
+use switchyard_director::{DirectorOptions, MachineDirector, Policy, StreamedMethods};
 use switchyard_engine::observe::SharedObserver;
 use switchyard_engine::server::{ConnectionLimit, Listener, serve};
 use switchyard_engine::tls::TlsStore;
 use switchyard_engine::{Address, ChannelConfig, ProxyConfig, ServerConfig, TransparentProxy};
-use tokio::sync::Notify;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
@@ -22,7 +21,6 @@ use crate::config::{Listen, LiveSettings, Settings};
 use crate::front::Front;
 use crate::metrics::{Metrics, Telemetry};
 use crate::ops::Ops;
-use crate::reflect::Streamed;
 
 /// A Switchyard serving until [`Daemon::shutdown`].
 #[derive(Debug)]
@@ -31,10 +29,6 @@ pub struct Daemon {
     stop: watch::Sender<bool>,
     servers: JoinSet<()>,
     socket_files: Vec<SocketFile>,
-    streamed: Streamed,
-    /// Asks the discovery task to look again (on reload).
-    rediscover: Arc<Notify>,
-    discovery: Option<AbortOnDropHandle<()>>,
     /// The TLS certificates in force, re-read on reload.
     tls: Option<Arc<TlsStore>>,
     /// The access log and metrics.
@@ -111,7 +105,6 @@ impl Daemon {
             );
         }
         let start = &settings.start;
-        let streamed = Streamed::default();
         let options = DirectorOptions {
             remote_channel: ChannelConfig {
                 connect_timeout: start.connect_timeout_secs.into(),
@@ -122,7 +115,10 @@ impl Daemon {
             registry: settings.live.machines.clone(),
             always_fan_out: start.always_fan_out,
             local_address: settings.live.local_address,
-            streamed: streamed.detector(&start.streamed_methods),
+            streamed: StreamedMethods::from_list(
+                start.streamed_methods.iter().map(|m| m.0.clone()),
+            ),
+            discover_methods: start.detect_streamed_methods,
             allowed_networks: settings.live.allowed_networks.clone(),
             max_targets: start.max_targets.0,
             ..DirectorOptions::default()
@@ -132,13 +128,7 @@ impl Daemon {
             start.remote_port.get(),
             options,
         ));
-        let rediscover = Arc::new(Notify::new());
-        let discovery = start.detect_streamed_methods.then(|| {
-            let task = streamed
-                .clone()
-                .keep_discovering(start.local_socket.clone(), rediscover.clone());
-            AbortOnDropHandle::new(tokio::spawn(task))
-        });
+        director.discover_methods();
         let metrics = start
             .metrics_listen
             .is_some()
@@ -196,9 +186,6 @@ impl Daemon {
             stop,
             servers,
             socket_files: Vec::new(),
-            streamed,
-            rediscover,
-            discovery,
             tls,
             telemetry,
             ops,
@@ -213,11 +200,6 @@ impl Daemon {
     /// The access log and metrics.
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
-    }
-
-    /// The streamed methods learned from the local server (see [`crate::reflect`]).
-    pub fn discovered_streamed_methods(&self) -> std::collections::HashSet<String> {
-        self.streamed.discovered()
     }
 
     /// The machine director (for reloads and flushes).
@@ -241,7 +223,7 @@ impl Daemon {
                 }
             }
         }
-        self.rediscover.notify_one();
+        self.director.discover_methods();
         tracing::info!(
             machines = live.machines.as_ref().map_or(0, |r| r.machines().len()),
             local_address = ?live.local_address.map(|a| a.to_string()),
@@ -256,7 +238,6 @@ impl Daemon {
         while let Some(done) = self.servers.join_next().await {
             done.context("a listener task failed")?;
         }
-        self.discovery.take();
         self.ops.take();
         self.director.close();
         remove_socket_files(&self.socket_files);

@@ -8,7 +8,6 @@
 //! - [`daemon`]: director + engine + listeners, wired together;
 //! - [`front`]: the daemon's own API (`switchyard.v1.Cluster`) in front of
 //!   the proxy;
-//! - [`reflect`]: streamed methods learned from the local server's reflection;
 //! - [`serve`]: the `serve` command (signals, reload, shutdown);
 //! - [`cert`]: the `cert` command, certificates for mutual TLS;
 //! - [`client`]: the `call`, `list`, `describe` and `machines` commands;
@@ -26,7 +25,6 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
-pub mod reflect;
 pub mod serve;
 
 /// The version and the git commit this binary was built from.

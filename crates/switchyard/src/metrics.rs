@@ -105,6 +105,13 @@ impl Telemetry {
             .unwrap_or_default()
     }
 
+    /// Whether the local server declares `method` (its reflection).
+    fn declared(&self, method: &str) -> bool {
+        self.director
+            .catalog()
+            .is_some_and(|catalog| catalog.knows(method))
+    }
+
     /// How a call went: `refused`, `fan_out`, `local` or `remote`.
     fn mode(&self, mode: Option<Mode>, backends: &[Arc<dyn Backend>]) -> &'static str {
         match (mode, backends.first()) {
@@ -133,14 +140,14 @@ impl Observer for Telemetry {
     fn call_ended(&self, call: &CallEnd<'_>) {
         let mode = self.mode(call.mode, call.backends);
         if let Some(metrics) = &self.metrics {
-            metrics.call_ended(call, mode);
+            metrics.call_ended(call, mode, self.declared(call.method));
         }
         access_log(self.access_log.load(Ordering::Relaxed), call, mode);
     }
 
     fn leg_ended(&self, leg: &LegEnd<'_>) {
         if let Some(metrics) = &self.metrics {
-            metrics.leg_ended(leg);
+            metrics.leg_ended(leg, self.declared(leg.method));
         }
     }
 
@@ -293,10 +300,10 @@ impl Metrics {
         text
     }
 
-    /// A method's label: its own once a machine answered it `OK` (so it
-    /// exists), else `other` unless configured.
-    fn method(&self, method: &str, ok: bool) -> &'static str {
-        if ok {
+    /// A method's label: its own when `known` (declared by the local
+    /// server, or answered `OK` by a machine) or configured, else `other`.
+    fn method(&self, method: &str, known: bool) -> &'static str {
+        if known {
             self.methods.intern(method)
         } else {
             self.methods.get(method)
@@ -357,7 +364,7 @@ impl Metrics {
             .inc();
     }
 
-    fn call_ended(&self, call: &CallEnd<'_>, mode: &'static str) {
+    fn call_ended(&self, call: &CallEnd<'_>, mode: &'static str, declared: bool) {
         if let Some(open) = call.mode {
             self.open_calls
                 .get_or_create(&ModeLabels {
@@ -372,7 +379,7 @@ impl Metrics {
                 // said whether the method exists.
                 method: self.method(
                     call.method,
-                    call.code == Code::Ok && call.mode == Some(Mode::OneToOne),
+                    declared || (call.code == Code::Ok && call.mode == Some(Mode::OneToOne)),
                 ),
                 mode,
                 code,
@@ -397,8 +404,8 @@ impl Metrics {
         }
     }
 
-    fn leg_ended(&self, leg: &LegEnd<'_>) {
-        self.method(leg.method, leg.code == Code::Ok);
+    fn leg_ended(&self, leg: &LegEnd<'_>, declared: bool) {
+        self.method(leg.method, declared || leg.code == Code::Ok);
         let machine = self.machine(leg.backend);
         let code = code_name(leg.code);
         self.machine_calls

@@ -16,3 +16,6 @@
 include!(concat!(env!("OUT_DIR"), "/protos.rs"));
 
 pub use self::switchyard::test::v1::*;
+
+/// The encoded `FileDescriptorSet` of the test protos (for reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

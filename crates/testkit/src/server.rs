@@ -596,7 +596,7 @@ impl TestServer {
                 Killable::new(stream, &token)
             })
         });
-        let server = Self::spawn(name, probe, Local::Tcp(addr), kill, incoming);
+        let server = Self::spawn(name, probe, Local::Tcp(addr), kill, incoming, false);
         Ok((addr, server))
     }
 
@@ -612,13 +612,27 @@ impl TestServer {
             .expect("cannot bind a test server on a Unix socket")
     }
 
+    /// As [`TestServer::spawn_unix`], also answering gRPC reflection (v1)
+    /// about both services.
+    ///
+    /// # Panics
+    ///
+    /// If the socket cannot be bound.
+    pub async fn spawn_unix_reflecting(name: &str, path: impl AsRef<Path>) -> Self {
+        Self::bind_unix(name, path.as_ref(), Probe::new(), true)
+            .expect("cannot bind a test server on a Unix socket")
+    }
+
     /// As [`TestServer::spawn_unix`], recording into `probe`.
     pub async fn spawn_unix_with(
         name: &str,
         path: impl AsRef<Path>,
         probe: Probe,
     ) -> io::Result<Self> {
-        let path = path.as_ref();
+        Self::bind_unix(name, path.as_ref(), probe, false)
+    }
+
+    fn bind_unix(name: &str, path: &Path, probe: Probe, reflection: bool) -> io::Result<Self> {
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -635,6 +649,7 @@ impl TestServer {
             Local::Unix(path.to_owned()),
             kill,
             incoming,
+            reflection,
         ))
     }
 
@@ -644,6 +659,7 @@ impl TestServer {
         local: Local,
         kill: CancellationToken,
         incoming: impl futures_util::Stream<Item = io::Result<Killable<IO>>> + Send + 'static,
+        reflection: bool,
     ) -> Self
     where
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
@@ -653,7 +669,13 @@ impl TestServer {
         let router = tonic::transport::Server::builder()
             .layer(handler.trailer_layer())
             .add_service(handler.test_service())
-            .add_service(handler.multi_service());
+            .add_service(handler.multi_service())
+            .add_optional_service(reflection.then(|| {
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1()
+                    .expect("the test protos describe themselves")
+            }));
         let task = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async {

@@ -74,7 +74,8 @@ pub struct Options {
     /// Answer `machines` one-to-many even for a single machine.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub always_fan_out: Option<bool>,
-    /// Do not ask the local server's gRPC reflection which methods stream.
+    /// Do not learn the local server's methods through its gRPC reflection
+    /// (which stream; which have replies that cannot fan out).
     #[arg(
         long = "no-detect-streamed-methods",
         num_args = 0,
@@ -204,7 +205,7 @@ pub struct StartSettings {
     pub streamed_methods: Vec<MethodName>,
     /// `machines` always fans out.
     pub always_fan_out: bool,
-    /// Learn streamed methods from the local server's gRPC reflection.
+    /// Learn the local server's methods through its gRPC reflection.
     #[default(true)]
     pub detect_streamed_methods: bool,
     /// Connect bound for other machines.

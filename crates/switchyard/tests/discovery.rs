@@ -1,0 +1,155 @@
+//! The director learns the local server's methods through gRPC reflection
+//! (v1, or v1alpha on older servers): an embedded director with default
+//! options streams fan-out of streaming methods from its very first call,
+//! and refuses to fan out a method whose reply type cannot carry the
+//! machines' `Metadata`.
+
+use std::time::Duration;
+
+use switchyard_director::catalog::discover;
+use switchyard_director::{DirectorOptions, MachineDirector, ReflectionError};
+use switchyard_engine::{ServerConfig, TransparentProxy};
+use switchyard_testkit::client::with_meta;
+use switchyard_testkit::pb::PingRequest;
+use switchyard_testkit::pb::multi_service_client::MultiServiceClient;
+use switchyard_testkit::pb::test_service_client::TestServiceClient;
+use switchyard_testkit::server::TestServer;
+use switchyard_testkit::wait::{bounded, socket_dir};
+use tonic::Code;
+
+const WATCH: &str = "/machineinfo.v1.MachineInfo/Watch";
+const DESCRIBE: &str = "/machineinfo.v1.MachineInfo/Describe";
+
+#[tokio::test]
+async fn learns_which_methods_stream_and_which_fit_fan_out() {
+    let dir = socket_dir("discover");
+    let socket = dir.path().join("api.sock");
+    let _server = machine_info::Server::spawn_unix("alpha", &socket).unwrap();
+    let methods = discover(&socket).await.unwrap();
+    assert!(methods[WATCH].streamed);
+    assert!(methods[WATCH].unfit.is_none(), "{:?}", methods[WATCH]);
+    assert!(!methods[DESCRIBE].streamed);
+    assert!(methods[DESCRIBE].unfit.is_none());
+}
+
+/// Older servers offer only `grpc.reflection.v1alpha`.
+#[tokio::test]
+async fn falls_back_to_v1alpha() {
+    let dir = socket_dir("v1alpha");
+    let socket = dir.path().join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(machine_info::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(machine_info::Service::new("alpha").into_server())
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let methods = discover(&socket).await.unwrap();
+    assert!(methods[WATCH].streamed);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}
+
+#[tokio::test]
+async fn a_server_without_reflection_is_reported_as_such() {
+    let dir = socket_dir("no-reflection");
+    let socket = dir.path().join("api.sock");
+    let _server = machine_info::Server::spawn_unix_with("alpha", &socket, false).unwrap();
+    assert!(matches!(
+        discover(&socket).await,
+        Err(ReflectionError::Unsupported(_))
+    ));
+    assert!(discover(&dir.path().join("nobody.sock")).await.is_err());
+}
+
+/// A director embedded with default options in front of the test server
+/// (which answers reflection), served on loopback; `machines: fd00::1,
+/// fd00::1` (a list, naming this machine) fans out to the local server
+/// without dialling anything.
+#[tokio::test]
+async fn an_embedded_director_with_defaults_streams_fan_out_and_refuses_unfit_replies() {
+    let dir = socket_dir("embedded");
+    let socket = dir.path().join("api.sock");
+    let _server = TestServer::spawn_unix_reflecting("local", &socket).await;
+    let director = MachineDirector::new(
+        &socket,
+        51000,
+        DirectorOptions {
+            local_address: Some("fd00::1".parse().unwrap()),
+            ..DirectorOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = TransparentProxy::new(director);
+    tokio::spawn(async move {
+        switchyard_engine::server::serve(
+            listener,
+            proxy,
+            &ServerConfig::default(),
+            std::future::pending(),
+        )
+        .await;
+    });
+    let endpoint = format!("http://{addr}");
+    let twice = [("machines", "fd00::1,fd00::1")];
+
+    // The very first call is a streaming fan-out: each reply comes tagged,
+    // as it arrives (merged as unary, the second reply would end the
+    // machine's part with an error entry).
+    let mut multi = MultiServiceClient::connect(endpoint.clone()).await.unwrap();
+    let request = PingRequest {
+        value: "hi".into(),
+        count: 3,
+        ..PingRequest::default()
+    };
+    let mut stream = bounded(
+        "PingList fan-out",
+        multi.ping_list(with_meta(request, &twice)),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let mut replies = Vec::new();
+    while let Some(reply) = bounded("a PingList reply", stream.message()).await.unwrap() {
+        replies.push(reply);
+    }
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply.counter, i as i64);
+        let metadata = reply.metadata.as_ref().expect("tagged");
+        assert_eq!(metadata.machine_addr, "fd00::1");
+        assert!(metadata.error.is_empty(), "{metadata:?}");
+        assert_eq!(reply.value, "hi");
+    }
+
+    // TestService/Ping answers a plain PingResponse (field 1 a string):
+    // refused before anything is sent, saying why.
+    let mut plain = TestServiceClient::connect(endpoint).await.unwrap();
+    let status = plain
+        .ping(with_meta(PingRequest::default(), &twice))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().starts_with(
+            "/switchyard.test.v1.TestService/Ping cannot fan out: field 1 of its reply type \
+             switchyard.test.v1.PingResponse (`value`) is not a repeated message"
+        ),
+        "{}",
+        status.message()
+    );
+    // One-to-one it is served as always.
+    let reply = plain.ping(PingRequest::default()).await.unwrap();
+    assert_eq!(reply.into_inner().server, "local");
+}
