@@ -21,7 +21,8 @@
 //! - `resolve`: which machines the metadata values name;
 //! - [`tag`]: tagging replies and turning failures into error entries;
 //! - [`streamed`]: which methods stream their replies;
-//! - [`local`] / [`remote`]: the two kinds of backend;
+//! - [`local`] / [`remote`]: the two kinds of backend, and [`down`] for a
+//!   machine known down (answered without dialling);
 //! - [`identity`] and [`authz`]: who calls, and what they may call;
 //! - [`director`]: metadata → [`Route`](switchyard_engine::Route).
 
@@ -30,6 +31,7 @@
 pub mod addr;
 pub mod authz;
 pub mod director;
+pub mod down;
 pub mod identity;
 pub mod local;
 pub mod pb;
@@ -42,6 +44,7 @@ pub mod tag;
 pub use addr::{AddrError, MachineAddr};
 pub use authz::{AuthzRule, Caller, MethodPattern, Policy};
 pub use director::{DEFAULT_REMOTE_PORT, DirectorOptions, MachineDirector, MachineStatus};
+pub use down::DownBackend;
 pub use identity::{Identity, MACHINE_ROLE};
 pub use local::LocalBackend;
 pub use registry::{Machine, Registry, RegistryError};
