@@ -23,6 +23,7 @@
 //! - [`streamed`]: which methods stream their replies;
 //! - [`local`] / [`remote`]: the two kinds of backend, and [`down`] for a
 //!   machine known down (answered without dialling);
+//! - [`live`]: the live registry in etcd (members and heartbeats);
 //! - [`identity`] and [`authz`]: who calls, and what they may call;
 //! - [`director`]: metadata → [`Route`](switchyard_engine::Route).
 
@@ -33,6 +34,7 @@ pub mod authz;
 pub mod director;
 pub mod down;
 pub mod identity;
+pub mod live;
 pub mod local;
 pub mod pb;
 pub mod registry;
