@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchyard_director::{DirectorOptions, MachineDirector, Policy};
+use switchyard_director::{DirectorOptions, MachineDirector, Policy, Registry};
 use switchyard_engine::server::{ConnectionLimit, Listener, serve};
 use switchyard_engine::tls::TlsStore;
 use switchyard_engine::{Address, ChannelConfig, ProxyConfig, ServerConfig, TransparentProxy};
@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{LiveSettings, Settings};
+use crate::live::EtcdRegistry;
 use crate::reflect::Streamed;
 
 /// A Switchyard serving until [`Daemon::shutdown`].
@@ -31,12 +32,17 @@ pub struct Daemon {
     discovery: Option<AbortOnDropHandle<()>>,
     /// The TLS certificates in force, re-read on reload.
     tls: Option<Arc<TlsStore>>,
+    /// The machine registry in etcd, when it is there rather than in the file.
+    etcd: Option<EtcdRegistry>,
 }
 
 impl Daemon {
     /// Binds every listener of `settings` and starts serving. When one
     /// cannot be bound, the socket files of those already bound are removed.
     pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        if let Some(etcd) = settings.etcd() {
+            etcd.validate().context("registry.etcd")?;
+        }
         let tls = settings
             .tls_paths()
             .map(|paths| TlsStore::load(paths).context("tls"))
@@ -75,8 +81,9 @@ impl Daemon {
     ///
     /// # Panics
     ///
-    /// When the TLS files of `settings` cannot be loaded (use
-    /// [`Daemon::start`] to get the error).
+    /// When the TLS files of `settings` cannot be loaded or its etcd
+    /// registry settings are invalid (use [`Daemon::start`] to get the
+    /// error).
     pub fn with_listeners(settings: &Settings, listeners: Vec<Listener>) -> Self {
         let tls = settings
             .tls_paths()
@@ -99,7 +106,12 @@ impl Daemon {
                 ..ChannelConfig::default()
             },
             policy: policy(&settings.live, tls.is_some()),
-            registry: settings.live.machines.clone(),
+            // With etcd, an empty registry until the first read.
+            registry: settings.live.machines.clone().or_else(|| {
+                settings
+                    .etcd()
+                    .map(|_| Registry::new(Vec::new()).expect("an empty registry is valid"))
+            }),
             always_fan_out: start.always_fan_out,
             local_address: settings.live.local_address,
             streamed: streamed.detector(&start.streamed_methods),
@@ -112,6 +124,10 @@ impl Daemon {
             start.remote_port.get(),
             options,
         ));
+        let etcd = settings.etcd().map(|config| {
+            EtcdRegistry::start(&config, settings.liveness(), director.clone())
+                .expect("the etcd registry settings are valid")
+        });
         let rediscover = Arc::new(Notify::new());
         let discovery = start.detect_streamed_methods.then(|| {
             let task = streamed
@@ -154,12 +170,25 @@ impl Daemon {
             rediscover,
             discovery,
             tls,
+            etcd,
         }
     }
 
     /// The streamed methods learned from the local server (see [`crate::reflect`]).
     pub fn discovered_streamed_methods(&self) -> std::collections::HashSet<String> {
         self.streamed.discovered()
+    }
+
+    /// Whether the machine registry in force is up to date: true with a
+    /// file registry or none; with etcd, true once read and while etcd is
+    /// reachable (for readiness).
+    pub fn registry_fresh(&self) -> bool {
+        self.etcd.as_ref().is_none_or(EtcdRegistry::fresh)
+    }
+
+    /// The machine registry in etcd, when configured.
+    pub fn etcd_registry(&self) -> Option<&EtcdRegistry> {
+        self.etcd.as_ref()
     }
 
     /// The machine director (for reloads and flushes).
@@ -169,7 +198,22 @@ impl Daemon {
 
     /// Applies the reloadable settings without dropping running calls.
     pub fn reload(&self, live: &LiveSettings) {
-        self.director.set_registry(live.machines.clone());
+        match &self.etcd {
+            None => self.director.set_registry(live.machines.clone()),
+            Some(etcd) => {
+                if live.machines.is_some() {
+                    tracing::warn!("[[machines]] ignored: the registry is in etcd until a restart");
+                }
+                if let Some(me) = etcd.registered()
+                    && live.local_address != Some(me.addr)
+                {
+                    tracing::warn!(
+                        registered = %me.addr,
+                        "local_address changed: this machine's entry in etcd keeps its address until a restart"
+                    );
+                }
+            }
+        }
         self.director.set_local_address(live.local_address);
         self.director
             .set_allowed_networks(live.allowed_networks.clone());
@@ -192,11 +236,25 @@ impl Daemon {
 
     /// Stops accepting, lets running calls finish within the grace period,
     /// then closes every connection and removes the socket files.
+    /// With etcd, this machine's heartbeat is revoked meanwhile, so other
+    /// machines see it down at once and send it nothing new.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        while let Some(done) = self.servers.join_next().await {
-            done.context("a listener task failed")?;
-        }
+        let etcd = self.etcd.take();
+        let servers = &mut self.servers;
+        let leave = async {
+            if let Some(etcd) = etcd {
+                etcd.shutdown().await;
+            }
+        };
+        let drain = async {
+            while let Some(done) = servers.join_next().await {
+                done.context("a listener task failed")?;
+            }
+            anyhow::Ok(())
+        };
+        let ((), drained) = tokio::join!(leave, drain);
+        drained?;
         self.discovery.take();
         self.director.close();
         remove_socket_files(&self.socket_files);

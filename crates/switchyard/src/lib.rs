@@ -3,6 +3,8 @@
 //! - [`config`]: settings from a TOML file and flags;
 //! - [`listen`]: binding listeners and their socket files;
 //! - [`daemon`]: director + engine + listeners, wired together;
+//! - [`live`]: the machine registry in etcd, fed to the director;
+//! - [`etcd`]: an etcd server on loopback (demo and tests);
 //! - [`reflect`]: streamed methods learned from the local server's reflection;
 //! - [`serve`]: the `serve` command (signals, reload, shutdown);
 //! - [`cert`]: the `cert` command, certificates for mutual TLS;
@@ -14,6 +16,8 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod etcd;
 pub mod listen;
+pub mod live;
 pub mod reflect;
 pub mod serve;
