@@ -21,8 +21,15 @@
 //! working on the old connection, which closes once its last call ends, while
 //! new calls get a fresh backend and dial afresh. Only
 //! [`MachineDirector::close`] closes connections outright.
+//!
+//! With a live registry the director also knows which registered machines
+//! have a heartbeat ([`MachineDirector::set_liveness`]). A machine without
+//! one is still named by `*`, its name, ID or address, but its backend is a
+//! [`DownBackend`]: the call, or its fan-out entry, is `UNAVAILABLE` at once
+//! and nothing is dialled. Resolution itself ignores liveness, so a caller
+//! sees the whole cluster, down machines included, in one reply.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV6;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
@@ -36,6 +43,7 @@ use tonic::Status;
 use crate::addr::MachineAddr;
 use crate::authz::{Caller, Policy};
 use crate::catalog::{FIRST_DISCOVERY_WAIT, MethodCatalog};
+use crate::down::{DownBackend, NO_HEARTBEAT};
 use crate::local::LocalBackend;
 use crate::registry::Registry;
 use crate::remote::{PROXY_AUTHORITY, RemoteBackend};
@@ -144,7 +152,23 @@ struct State {
     registry: Option<Arc<Registry>>,
     allowed_networks: Option<Vec<Ipv6Net>>,
     policy: Arc<Policy>,
+    /// IDs of the registered machines that have a heartbeat; `None` when
+    /// liveness is not known (every machine counts as up).
+    alive: Option<Arc<HashSet<String>>>,
     closed: bool,
+}
+
+impl State {
+    /// Whether the registered machine `info` is down: liveness is known and
+    /// it has no heartbeat.
+    fn is_down(&self, info: &MachineInfo) -> bool {
+        self.registry.is_some()
+            && !info.id.is_empty()
+            && self
+                .alive
+                .as_ref()
+                .is_some_and(|alive| !alive.contains(&info.id))
+    }
 }
 
 impl MachineDirector {
@@ -177,6 +201,7 @@ impl MachineDirector {
                 registry: options.registry.map(Arc::new),
                 allowed_networks: options.allowed_networks,
                 policy: Arc::new(options.policy),
+                alive: None,
                 closed: false,
             }),
             remotes: Mutex::new(HashMap::new()),
@@ -239,9 +264,15 @@ impl MachineDirector {
             state: self.local.state(),
         }];
         let remote = |socket: SocketAddrV6, info: MachineInfo| MachineStatus {
-            state: remotes
-                .get(&socket)
-                .map_or(ChannelState::Idle, |backend| backend.state()),
+            state: if state.is_down(&info) {
+                ChannelState::Down {
+                    cause: NO_HEARTBEAT.to_owned(),
+                }
+            } else {
+                remotes
+                    .get(&socket)
+                    .map_or(ChannelState::Idle, |backend| backend.state())
+            },
             info,
             local: false,
         };
@@ -296,6 +327,31 @@ impl MachineDirector {
     pub fn set_registry(&self, registry: Option<Registry>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.registry = registry.map(Arc::new);
+        self.apply(&state);
+    }
+
+    /// Sets which registered machines have a heartbeat (by ID); `None`
+    /// means liveness is not known and every machine counts as up. Calls for
+    /// a machine without a heartbeat are answered `UNAVAILABLE` at once, and
+    /// its cached connection is forgotten (running calls finish on it).
+    pub fn set_liveness(&self, alive: Option<HashSet<String>>) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        state.alive = alive.map(Arc::new);
+        self.apply(&state);
+    }
+
+    /// [`set_registry`](Self::set_registry) and
+    /// [`set_liveness`](Self::set_liveness) at once, so that no call sees
+    /// the new registry with the old liveness (a machine just added would
+    /// look down).
+    pub fn set_registry_and_liveness(
+        &self,
+        registry: Option<Registry>,
+        alive: Option<HashSet<String>>,
+    ) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        state.registry = registry.map(Arc::new);
+        state.alive = alive.map(Arc::new);
         self.apply(&state);
     }
 
@@ -400,6 +456,9 @@ impl MachineDirector {
             .into_iter()
             .map(|destination| match destination {
                 Destination::Local => self.local.clone() as Arc<dyn Backend>,
+                Destination::Remote(_, info) if state.is_down(&info) => {
+                    Arc::new(DownBackend::new(info, NO_HEARTBEAT))
+                }
                 Destination::Remote(socket, info) => self.remote(&mut remotes, socket, info),
             })
             .collect();
@@ -439,8 +498,8 @@ impl MachineDirector {
     }
 
     /// Brings the local backend's identity and the cache in line with `state`:
-    /// cached remotes that the state no longer resolves to the same machine
-    /// are forgotten.
+    /// cached remotes that the state no longer resolves to the same machine,
+    /// or that are down, are forgotten.
     fn apply(&self, state: &State) {
         let resolver = self.resolver(state);
         self.local.set_info(resolver.local_info());
@@ -449,7 +508,7 @@ impl MachineDirector {
         remotes.retain(|&socket, backend| {
             resolver
                 .remote_info(socket)
-                .is_some_and(|info| *backend.info() == info)
+                .is_some_and(|info| *backend.info() == info && !state.is_down(&info))
         });
         if remotes.len() != before {
             tracing::debug!(

@@ -23,7 +23,9 @@
 //! - [`streamed`]: which methods stream their replies (configured);
 //! - [`catalog`]: the local server's methods learned through reflection
 //!   (which stream, which replies cannot fan out);
-//! - [`local`] / [`remote`]: the two kinds of backend;
+//! - [`local`] / [`remote`]: the two kinds of backend, and [`down`] for a
+//!   machine known down (answered without dialling);
+//! - [`live`]: the live registry in etcd (members and heartbeats);
 //! - [`identity`] and [`authz`]: who calls, and what they may call;
 //! - [`director`]: metadata → [`Route`](switchyard_engine::Route);
 //! - [`cluster_api`]: `switchyard.v1.Cluster`, answered by each Switchyard
@@ -38,7 +40,9 @@ pub mod authz;
 pub mod catalog;
 pub mod cluster_api;
 pub mod director;
+pub mod down;
 pub mod identity;
+pub mod live;
 pub mod local;
 pub mod pb;
 pub mod reflection;
@@ -53,6 +57,7 @@ pub use authz::{AuthzRule, Caller, MethodPattern, Policy};
 pub use catalog::{MethodCatalog, MethodFacts};
 pub use cluster_api::{CLUSTER_PATH_PREFIX, ClusterApi};
 pub use director::{DEFAULT_REMOTE_PORT, DirectorOptions, MachineDirector, MachineStatus};
+pub use down::DownBackend;
 pub use identity::{Identity, MACHINE_ROLE};
 pub use local::LocalBackend;
 pub use reflection::{FileSet, ReflectionClient, ReflectionError, ReflectionVersion, ServiceFiles};

@@ -148,26 +148,32 @@ impl Registry {
 }
 
 fn check_identifier(index: usize, what: &'static str, value: &str) -> Result<(), RegistryError> {
-    let fail = |reason| {
-        Err(RegistryError::InvalidIdentifier {
+    match identifier_problem(value) {
+        Some(reason) => Err(RegistryError::InvalidIdentifier {
             index,
             what,
             value: value.to_owned(),
             reason,
-        })
-    };
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What keeps `value` from being a machine ID or name: a value in
+/// `machines` metadata must mean exactly one thing.
+pub(crate) fn identifier_problem(value: &str) -> Option<&'static str> {
     if value.is_empty() {
-        fail("it is empty")
+        Some("it is empty")
     } else if value.trim() != value {
-        fail("it has leading or trailing whitespace")
+        Some("it has leading or trailing whitespace")
     } else if value.contains(',') {
-        fail("it contains `,`, which separates values in `machines` metadata")
+        Some("it contains `,`, which separates values in `machines` metadata")
     } else if value == "*" {
-        fail("`*` means every machine")
+        Some("`*` means every machine")
     } else if value.parse::<MachineAddr>().is_ok() {
-        fail("it looks like a machine address")
+        Some("it looks like a machine address")
     } else {
-        Ok(())
+        None
     }
 }
 

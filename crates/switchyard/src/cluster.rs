@@ -1,17 +1,20 @@
 //! A cluster of machines on IPv6 loopback, in one process: each machine is a
 //! `machine-info` service on a Unix socket plus a Switchyard on `[::1]`, the
-//! machines differing by port and knowing each other through a registry.
-//! The demo and the end-to-end tests both start their clusters here.
+//! machines differing by port and knowing each other through a registry —
+//! the same file registry given to each, or one in etcd where each machine
+//! registers itself. The demo and the end-to-end tests both start their
+//! clusters here.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use switchyard_director::{Machine, Registry};
 use switchyard_engine::Address;
 use tokio::net::TcpListener;
 
-use crate::config::{Listen, Settings};
+use crate::config::{EtcdSettings, Identifier, Listen, Settings};
 use crate::daemon::Daemon;
 
 /// One machine of a [`LoopbackCluster`].
@@ -66,6 +69,27 @@ impl LoopbackCluster {
         names: &[&str],
         configure: impl Fn(usize, &mut Settings),
     ) -> anyhow::Result<Self> {
+        Self::launch(dir, names, None, configure).await
+    }
+
+    /// Like [`LoopbackCluster::start`], with the registry in etcd as `etcd`
+    /// says: each machine registers itself (`register` is set) and learns
+    /// the others from etcd.
+    pub async fn start_with_etcd(
+        dir: &Path,
+        names: &[&str],
+        etcd: &EtcdSettings,
+        configure: impl Fn(usize, &mut Settings),
+    ) -> anyhow::Result<Self> {
+        Self::launch(dir, names, Some(etcd), configure).await
+    }
+
+    async fn launch(
+        dir: &Path,
+        names: &[&str],
+        etcd: Option<&EtcdSettings>,
+        configure: impl Fn(usize, &mut Settings),
+    ) -> anyhow::Result<Self> {
         let mut listeners = Vec::with_capacity(names.len());
         for _ in names {
             let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, 0))
@@ -88,7 +112,19 @@ impl LoopbackCluster {
             let socket = dir.join(format!("{}.sock", machine.name));
             let service = machine_info::Server::spawn_unix(&machine.name, &socket)
                 .with_context(|| format!("cannot start machine-info of {}", machine.name))?;
-            let mut settings = machine_settings(addr, socket.clone(), Some(registry.clone()));
+            let mut settings = match etcd {
+                None => machine_settings(addr, socket.clone(), Some(registry.clone())),
+                Some(etcd) => {
+                    let mut settings = machine_settings(addr, socket.clone(), None);
+                    settings.start.machine_id = Some(Identifier(machine.id.clone()));
+                    settings.start.machine_name = Some(Identifier(machine.name.clone()));
+                    settings.start.registry.etcd = Some(EtcdSettings {
+                        register: true,
+                        ..etcd.clone()
+                    });
+                    settings
+                }
+            };
             configure(i, &mut settings);
             let daemon = Daemon::with_listeners(&settings, vec![listener.into()]);
             started.push(LoopbackMachine {
@@ -105,6 +141,38 @@ impl LoopbackCluster {
             machines: started,
             registry,
         })
+    }
+
+    /// With the registry in etcd: waits, at most `limit`, until every
+    /// running Switchyard sees every machine in `alive` registered with a
+    /// heartbeat and every other machine of the cluster without one.
+    pub async fn wait_for_liveness(&self, alive: &[&str], limit: Duration) -> anyhow::Result<()> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let agreed = self.machines.iter().all(|m| {
+                let Some(registry) = m.daemon.as_ref().and_then(Daemon::etcd_registry) else {
+                    return true;
+                };
+                let snapshot = registry.snapshot().borrow().clone();
+                registry.fresh()
+                    && self.machines.iter().all(|other| {
+                        let registered = snapshot.machine(&other.id).is_some();
+                        let beating = snapshot.is_alive(&other.id);
+                        if alive.contains(&other.name.as_str()) {
+                            registered && beating
+                        } else {
+                            !beating
+                        }
+                    })
+            });
+            if agreed {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                bail!("the machines did not see {alive:?} alive (and no others) within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops every service and shuts every Switchyard down.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchyard_director::{DirectorOptions, MachineDirector, Policy, StreamedMethods};
+use switchyard_director::{DirectorOptions, MachineDirector, Policy, Registry, StreamedMethods};
 use switchyard_engine::observe::SharedObserver;
 use switchyard_engine::server::{ConnectionLimit, Listener, serve};
 use switchyard_engine::tls::TlsStore;
@@ -19,6 +19,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{Listen, LiveSettings, Settings};
 use crate::front::Front;
+use crate::live::EtcdRegistry;
 use crate::metrics::{Metrics, Telemetry};
 use crate::ops::Ops;
 
@@ -35,12 +36,17 @@ pub struct Daemon {
     telemetry: Arc<Telemetry>,
     /// The operations listener's task and its TCP address.
     ops: Option<(AbortOnDropHandle<()>, Option<SocketAddr>)>,
+    /// The machine registry in etcd, when it is there rather than in the file.
+    etcd: Option<EtcdRegistry>,
 }
 
 impl Daemon {
     /// Binds every listener of `settings` and starts serving. When one
     /// cannot be bound, the socket files of those already bound are removed.
     pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        if let Some(etcd) = settings.etcd() {
+            etcd.validate().context("registry.etcd")?;
+        }
         let tls = settings
             .tls_paths()
             .map(|paths| TlsStore::load(paths).context("tls"))
@@ -80,8 +86,9 @@ impl Daemon {
     ///
     /// # Panics
     ///
-    /// When the TLS files of `settings` cannot be loaded or the metrics
-    /// listener cannot be bound (use [`Daemon::start`] to get the error).
+    /// When the TLS files of `settings` cannot be loaded, its etcd
+    /// registry settings are invalid or the metrics listener cannot be
+    /// bound (use [`Daemon::start`] to get the error).
     pub fn with_listeners(settings: &Settings, listeners: Vec<Listener>) -> Self {
         let tls = settings
             .tls_paths()
@@ -112,7 +119,12 @@ impl Daemon {
                 ..ChannelConfig::default()
             },
             policy: policy(&settings.live, tls.is_some()),
-            registry: settings.live.machines.clone(),
+            // With etcd, an empty registry until the first read.
+            registry: settings.live.machines.clone().or_else(|| {
+                settings
+                    .etcd()
+                    .map(|_| Registry::new(Vec::new()).expect("an empty registry is valid"))
+            }),
             always_fan_out: start.always_fan_out,
             local_address: settings.live.local_address,
             streamed: StreamedMethods::from_list(
@@ -129,6 +141,10 @@ impl Daemon {
             options,
         ));
         director.discover_methods();
+        let etcd = settings.etcd().map(|config| {
+            EtcdRegistry::start(&config, settings.liveness(), director.clone())
+                .expect("the etcd registry settings are valid")
+        });
         let metrics = start
             .metrics_listen
             .is_some()
@@ -176,7 +192,7 @@ impl Daemon {
             let ops = Ops {
                 telemetry: telemetry.clone(),
                 local_socket: start.local_socket.clone(),
-                checks: Vec::new(),
+                checks: etcd.iter().map(EtcdRegistry::ready_check).collect(),
             };
             let task = tokio::spawn(ops.serve(listener, stop.subscribe()));
             (AbortOnDropHandle::new(task), addr)
@@ -189,6 +205,7 @@ impl Daemon {
             tls,
             telemetry,
             ops,
+            etcd,
         }
     }
 
@@ -202,6 +219,18 @@ impl Daemon {
         &self.telemetry
     }
 
+    /// Whether the machine registry in force is up to date: true with a
+    /// file registry or none; with etcd, true once read and while etcd is
+    /// reachable (for readiness).
+    pub fn registry_fresh(&self) -> bool {
+        self.etcd.as_ref().is_none_or(EtcdRegistry::fresh)
+    }
+
+    /// The machine registry in etcd, when configured.
+    pub fn etcd_registry(&self) -> Option<&EtcdRegistry> {
+        self.etcd.as_ref()
+    }
+
     /// The machine director (for reloads and flushes).
     pub fn director(&self) -> &Arc<MachineDirector> {
         &self.director
@@ -209,7 +238,22 @@ impl Daemon {
 
     /// Applies the reloadable settings without dropping running calls.
     pub fn reload(&self, live: &LiveSettings) {
-        self.director.set_registry(live.machines.clone());
+        match &self.etcd {
+            None => self.director.set_registry(live.machines.clone()),
+            Some(etcd) => {
+                if live.machines.is_some() {
+                    tracing::warn!("[[machines]] ignored: the registry is in etcd until a restart");
+                }
+                if let Some(me) = etcd.registered()
+                    && live.local_address != Some(me.addr)
+                {
+                    tracing::warn!(
+                        registered = %me.addr,
+                        "local_address changed: this machine's entry in etcd keeps its address until a restart"
+                    );
+                }
+            }
+        }
         self.director.set_local_address(live.local_address);
         self.director
             .set_allowed_networks(live.allowed_networks.clone());
@@ -233,11 +277,25 @@ impl Daemon {
 
     /// Stops accepting, lets running calls finish within the grace period,
     /// then closes every connection and removes the socket files.
+    /// With etcd, this machine's heartbeat is revoked meanwhile, so other
+    /// machines see it down at once and send it nothing new.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        while let Some(done) = self.servers.join_next().await {
-            done.context("a listener task failed")?;
-        }
+        let etcd = self.etcd.take();
+        let servers = &mut self.servers;
+        let leave = async {
+            if let Some(etcd) = etcd {
+                etcd.shutdown().await;
+            }
+        };
+        let drain = async {
+            while let Some(done) = servers.join_next().await {
+                done.context("a listener task failed")?;
+            }
+            anyhow::Ok(())
+        };
+        let ((), drained) = tokio::join!(leave, drain);
+        drained?;
         self.ops.take();
         self.director.close();
         remove_socket_files(&self.socket_files);

@@ -8,6 +8,8 @@
 //! - [`daemon`]: director + engine + listeners, wired together;
 //! - [`front`]: the daemon's own API (`switchyard.v1.Cluster`) in front of
 //!   the proxy;
+//! - [`live`]: the machine registry in etcd, fed to the director;
+//! - [`etcd`]: an etcd server on loopback (demo and tests);
 //! - [`serve`]: the `serve` command (signals, reload, shutdown);
 //! - [`cert`]: the `cert` command, certificates for mutual TLS;
 //! - [`client`]: the `call`, `list`, `describe` and `machines` commands;
@@ -20,8 +22,10 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod etcd;
 pub mod front;
 pub mod listen;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod ops;

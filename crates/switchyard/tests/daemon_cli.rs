@@ -65,11 +65,19 @@ async fn every_bad_setting_exits_non_zero_naming_it() {
         ("--max-message-size", "0", "max_message_size"),
         ("--streamed-method", "Watch", "streamed_methods"),
         ("--worker-threads", "0", "worker_threads"),
+        ("--etcd-prefix", "nope", "registry.etcd.prefix"),
+        ("--etcd-endpoint", "[::1]:2379", "registry.etcd.endpoints"),
+        ("--machine-id", "*", "machine_id"),
         // Rejected by the flag parser itself, which names the flag.
         ("--remote-port", "70000", "--remote-port"),
     ] {
         refused(&serve(&[flag, value]), setting).await;
     }
+    refused(
+        &serve(&["--etcd-endpoint", "http://[::1]:2379", "--etcd-register"]),
+        "registry.etcd.register",
+    )
+    .await;
     // Nothing was bound by a refused configuration.
     assert!(!dir.join("sy.sock").exists());
 
@@ -102,6 +110,17 @@ async fn every_bad_setting_exits_non_zero_naming_it() {
             "[[machines]]\nid = \"m1\"\nname = \"a\"\naddr = \"fd00::1\"\n\
              [[machines]]\nid = \"m1\"\nname = \"b\"\naddr = \"fd00::2\"\n",
             "machines",
+        ),
+        (
+            &valid,
+            "[[machines]]\nid = \"m1\"\nname = \"a\"\naddr = \"fd00::1\"\n\
+             [registry.etcd]\nendpoints = [\"http://[::1]:2379\"]\n",
+            "registry.etcd",
+        ),
+        (
+            &valid,
+            "[registry.etcd]\nprefix = \"/a/\"\n",
+            "registry.etcd.endpoints",
         ),
     ] {
         std::fs::write(&config, format!("{base}{text}")).unwrap();

@@ -629,3 +629,114 @@ fn machines_lists_this_one_and_the_registry_with_their_state() {
     let addrs: Vec<_> = d.machines().iter().map(|m| m.info.addr.clone()).collect();
     assert_eq!(addrs, ["fd00::1", "fd00::3"]);
 }
+
+fn alive(ids: &[&str]) -> Option<std::collections::HashSet<String>> {
+    Some(ids.iter().map(|id| (*id).to_owned()).collect())
+}
+
+/// The error entry a backend contributes in fan-out, decoded.
+fn entry_of(backend: &Arc<dyn Backend>) -> (pb::Metadata, Status) {
+    let request = parts(&[]);
+    let status = match backend.connect(&request).now_or_never() {
+        Some(Err(status)) => status,
+        _ => panic!("{backend} should fail at once"),
+    };
+    let entry = backend.error_entry(ReplyShape::Streamed, &status).unwrap();
+    (pb::Empty::decode(entry).unwrap().metadata.unwrap(), status)
+}
+
+#[test]
+fn machines_without_a_heartbeat_are_answered_down_without_dialling() {
+    let d = registry_director();
+    d.set_liveness(alive(&["m-1", "m-3"]));
+    // `*` still names every machine: beta is there, as a down entry.
+    let (mode, backends) = route(&d, &[("machines", "*")]).unwrap();
+    assert_eq!(mode, FAN_OUT);
+    assert_eq!(names(&backends), ["fd00::1", "[fd00::2]:51001", "fd00::3"]);
+    assert!(is_local(&d, &backends[0]));
+    let (metadata, status) = entry_of(&backends[1]);
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(status.message(), "machine beta is down (no heartbeat)");
+    assert_eq!(
+        (metadata.machine_id.as_str(), metadata.machine_name.as_str()),
+        ("m-2", "beta")
+    );
+    assert_eq!(metadata.machine_addr, "[fd00::2]:51001");
+    assert_eq!(metadata.error, "machine beta is down (no heartbeat)");
+    // Nothing was cached, let alone dialled, for the down machine.
+    assert_eq!(d.cached_remotes(), ["[fd00::3]:51000".parse().unwrap()]);
+    // One-to-one to a down machine fails the same way, at once.
+    let (mode, backends) = route(&d, &[("machine", "beta")]).unwrap();
+    assert_eq!(mode, Mode::OneToOne);
+    assert_eq!(
+        entry_of(&backends[0]).1.message(),
+        "machine beta is down (no heartbeat)"
+    );
+    // Its status says so.
+    let states: Vec<_> = d.machines().into_iter().map(|m| m.state).collect();
+    assert_eq!(
+        states[1],
+        switchyard_engine::ChannelState::Down {
+            cause: "no heartbeat".into()
+        }
+    );
+    assert_eq!(states[2], switchyard_engine::ChannelState::Idle);
+}
+
+#[test]
+fn this_machine_is_never_down_by_heartbeat() {
+    let d = registry_director();
+    d.set_liveness(alive(&[]));
+    let (_, backends) = route(&d, &[("machines", "alpha")]).unwrap();
+    assert!(is_local(&d, &backends[0]));
+    assert!(d.machines()[0].local);
+    assert_ne!(
+        d.machines()[0].state,
+        switchyard_engine::ChannelState::Down {
+            cause: "no heartbeat".into()
+        }
+    );
+}
+
+#[test]
+fn going_down_forgets_the_connection_and_coming_back_dials_afresh() {
+    let d = registry_director();
+    d.set_liveness(alive(&["m-1", "m-2", "m-3"]));
+    let (_, before) = route(&d, &[("machines", "beta")]).unwrap();
+    assert_eq!(d.cached_remotes().len(), 1);
+    d.set_liveness(alive(&["m-1", "m-3"]));
+    assert!(
+        d.cached_remotes().is_empty(),
+        "a down machine's connection is forgotten"
+    );
+    // A call already holding the backend keeps it.
+    assert_eq!(before[0].to_string(), "[fd00::2]:51001");
+    d.set_liveness(alive(&["m-1", "m-2", "m-3"]));
+    let (_, after) = route(&d, &[("machines", "beta")]).unwrap();
+    assert!(!Arc::ptr_eq(&before[0], &after[0]));
+    // Liveness unknown: every machine is up.
+    d.set_liveness(None);
+    let (_, backends) = route(&d, &[("machines", "*")]).unwrap();
+    assert!(Arc::ptr_eq(&backends[1], &after[0]));
+}
+
+#[test]
+fn registry_and_liveness_change_together() {
+    let d = registry_director();
+    d.set_liveness(alive(&["m-1", "m-2", "m-3"]));
+    let mut machines = registry().machines().to_vec();
+    machines.push(machine("m-4", "delta", "fd00::4"));
+    // Delta arrives with its heartbeat: never seen as down.
+    d.set_registry_and_liveness(
+        Some(Registry::new(machines).unwrap()),
+        alive(&["m-1", "m-2", "m-3", "m-4"]),
+    );
+    let (_, backends) = route(&d, &[("machines", "delta")]).unwrap();
+    assert_eq!(names(&backends), ["fd00::4"]);
+    assert_eq!(d.cached_remotes().len(), 1, "delta is dialled, not down");
+    // Without a registry, liveness does not apply.
+    d.set_registry_and_liveness(None, alive(&[]));
+    let (_, backends) = route(&d, &[("machines", "fd00::4")]).unwrap();
+    assert_eq!(d.cached_remotes(), ["[fd00::4]:51000".parse().unwrap()]);
+    assert_eq!(names(&backends), ["fd00::4"]);
+}

@@ -16,17 +16,24 @@ mod value;
 
 use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 use smart_default::SmartDefault;
-use switchyard_director::{AuthzRule, DEFAULT_REMOTE_PORT, MachineAddr, MethodPattern, Registry};
+use switchyard_director::live::EtcdConfig;
+use switchyard_director::{
+    AuthzRule, DEFAULT_REMOTE_PORT, Machine, MachineAddr, MethodPattern, Registry,
+};
 use switchyard_engine::Address;
 use switchyard_engine::config::DEFAULT_MAX_MESSAGE_SIZE;
 use switchyard_engine::tls::TlsPaths;
 
-pub use value::{Count, Listen, LogFormat, MessageSize, MethodName, Secs, SocketMode};
+pub use value::{
+    Count, EtcdEndpoint, EtcdPrefix, Identifier, Listen, LogFormat, MessageSize, MethodName, Secs,
+    SocketMode,
+};
 
 /// Runtime threads unless configured: one thread avoids cross-thread wakeups
 /// and work stealing, which cost more than they give on the small machines
@@ -146,6 +153,73 @@ pub struct Options {
     /// `name` and `addr`.
     #[arg(skip)]
     pub machines: Option<Registry>,
+    /// This machine's ID in the machine registry (what it registers with
+    /// `[registry.etcd] register`).
+    #[arg(long, value_name = "ID")]
+    pub machine_id: Option<Identifier>,
+    /// This machine's name in the machine registry.
+    #[arg(long, value_name = "NAME")]
+    pub machine_name: Option<Identifier>,
+    /// A live machine registry (the `[registry]` table).
+    #[command(flatten)]
+    #[serde(default, skip_serializing_if = "RegistryOptions::is_empty")]
+    pub registry: RegistryOptions,
+}
+
+/// The `[registry]` table: where a live machine registry is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryOptions {
+    /// The registry in etcd (`[registry.etcd]`).
+    #[command(flatten)]
+    pub etcd: Option<EtcdOptions>,
+}
+
+impl RegistryOptions {
+    fn is_empty(&self) -> bool {
+        self.etcd.is_none()
+    }
+}
+
+/// The `[registry.etcd]` table: the machine registry kept in etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdOptions {
+    /// An etcd endpoint holding the machine registry (`http://[::1]:2379`);
+    /// repeatable.
+    #[arg(
+        id = "registry.etcd.endpoints",
+        long = "etcd-endpoint",
+        value_name = "URL"
+    )]
+    pub endpoints: Option<Vec<EtcdEndpoint>>,
+    /// Key prefix of the registry in etcd [default: /switchyard/].
+    #[arg(
+        id = "registry.etcd.prefix",
+        long = "etcd-prefix",
+        value_name = "PREFIX"
+    )]
+    pub prefix: Option<EtcdPrefix>,
+    /// Put this machine's entry (machine_id, machine_name, local_address)
+    /// and keep its liveness key alive.
+    #[arg(id = "registry.etcd.register", long = "etcd-register", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub register: Option<bool>,
+    /// Lease TTL of the liveness key: how soon a dead machine shows as down,
+    /// in seconds [default: 10].
+    #[arg(
+        id = "registry.etcd.heartbeat_ttl_secs",
+        long = "etcd-heartbeat-ttl-secs",
+        value_name = "SECS"
+    )]
+    pub heartbeat_ttl_secs: Option<Secs>,
+    /// Treat members without a liveness key as down [default: true]; turn
+    /// off when members are written by hand and no machine registers.
+    #[arg(
+        id = "registry.etcd.liveness",
+        long = "etcd-liveness",
+        value_name = "BOOL"
+    )]
+    pub liveness: Option<bool>,
 }
 
 /// The `[tls]` table: this machine's certificate, its key, the cluster CA.
@@ -238,6 +312,39 @@ pub struct StartSettings {
     pub metrics_listen: Option<Listen>,
     /// Log line format.
     pub log_format: LogFormat,
+    /// This machine's registry ID, as registered.
+    pub machine_id: Option<Identifier>,
+    /// This machine's registry name, as registered.
+    pub machine_name: Option<Identifier>,
+    /// A live machine registry.
+    pub registry: RegistrySettings,
+}
+
+/// Where a live machine registry is kept.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RegistrySettings {
+    /// The registry in etcd, if any.
+    pub etcd: Option<EtcdSettings>,
+}
+
+/// The machine registry in etcd.
+#[derive(Debug, Clone, PartialEq, SmartDefault, Deserialize, Serialize)]
+#[serde(default)]
+pub struct EtcdSettings {
+    /// etcd client URLs.
+    pub endpoints: Vec<EtcdEndpoint>,
+    /// Key prefix of the registry.
+    #[default(EtcdPrefix(switchyard_director::live::DEFAULT_PREFIX.to_owned()))]
+    pub prefix: EtcdPrefix,
+    /// Register this machine and keep its liveness key.
+    pub register: bool,
+    /// Lease TTL of the liveness key.
+    #[default(Secs(switchyard_director::live::DEFAULT_HEARTBEAT_TTL))]
+    pub heartbeat_ttl_secs: Secs,
+    /// Members without a liveness key are down.
+    #[default(true)]
+    pub liveness: bool,
 }
 
 /// Settings a reload (SIGHUP) applies without dropping running calls.
@@ -308,6 +415,7 @@ impl Settings {
                 );
             }
         }
+        settings.check_registry()?;
         if settings.listeners().is_empty() {
             bail!(
                 "listen: nothing to listen on: give --listen, or --local-address for the \
@@ -327,6 +435,81 @@ impl Settings {
             )],
             (None, None) => Vec::new(),
         }
+    }
+
+    /// A file registry and etcd are not used together, and a machine that
+    /// registers itself knows what to register.
+    fn check_registry(&self) -> anyhow::Result<()> {
+        let Some(etcd) = &self.start.registry.etcd else {
+            return Ok(());
+        };
+        if self.live.machines.is_some() {
+            bail!(
+                "machines, registry.etcd: a file registry ([[machines]]) and a registry in \
+                 etcd ([registry.etcd]) cannot be used together; keep one"
+            );
+        }
+        if etcd.endpoints.is_empty() {
+            bail!(
+                "registry.etcd.endpoints: no etcd endpoint (--etcd-endpoint URL, or endpoints \
+                 in [registry.etcd])"
+            );
+        }
+        if Duration::from(etcd.heartbeat_ttl_secs) > switchyard_director::live::MAX_HEARTBEAT_TTL {
+            bail!("registry.etcd.heartbeat_ttl_secs: at most 3600");
+        }
+        if etcd.register {
+            let missing: Vec<&str> = [
+                ("machine_id", self.start.machine_id.is_none()),
+                ("machine_name", self.start.machine_name.is_none()),
+                ("local_address", self.live.local_address.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, missing)| missing.then_some(name))
+            .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "registry.etcd.register: this machine registers itself with machine_id, \
+                     machine_name and local_address; missing: {}",
+                    missing.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The live registry's configuration, when the registry is in etcd.
+    pub fn etcd(&self) -> Option<EtcdConfig> {
+        let etcd = self.start.registry.etcd.as_ref()?;
+        let register = match (
+            etcd.register,
+            &self.start.machine_id,
+            &self.start.machine_name,
+            self.live.local_address,
+        ) {
+            (true, Some(id), Some(name), Some(addr)) => Some(Machine {
+                id: id.0.clone(),
+                name: name.0.clone(),
+                addr,
+            }),
+            _ => None,
+        };
+        Some(EtcdConfig {
+            endpoints: etcd.endpoints.iter().map(|e| e.0.clone()).collect(),
+            prefix: etcd.prefix.0.clone(),
+            register,
+            heartbeat_ttl: etcd.heartbeat_ttl_secs.into(),
+            ..EtcdConfig::default()
+        })
+    }
+
+    /// Whether members without a heartbeat are down (with etcd).
+    pub fn liveness(&self) -> bool {
+        self.start
+            .registry
+            .etcd
+            .as_ref()
+            .is_some_and(|etcd| etcd.liveness)
     }
 
     /// The TLS files, once [`Settings::load`] checked that all three are set.

@@ -300,3 +300,128 @@ fn authorization_from_the_file_and_flags() {
     let s = Settings::merge(&flagged, &file(text)).unwrap();
     assert_eq!(s.live.unix_roles, ["a", "b"]);
 }
+
+#[test]
+fn etcd_registry_from_flags_and_file() {
+    let a = flags(&[
+        "--etcd-endpoint",
+        "http://[::1]:2379",
+        "--etcd-endpoint",
+        "http://127.0.0.1:2379",
+        "--etcd-register",
+        "--machine-id",
+        "m1",
+        "--machine-name",
+        "alpha",
+        "--local-address",
+        "fd00::1",
+    ])
+    .unwrap();
+    let s = Settings::merge(&a, &file("local_socket = \"/x\"\n")).unwrap();
+    let etcd = s.etcd().expect("etcd configured");
+    assert_eq!(
+        etcd.endpoints,
+        ["http://[::1]:2379", "http://127.0.0.1:2379"]
+    );
+    assert_eq!(etcd.prefix, "/switchyard/");
+    assert_eq!(etcd.heartbeat_ttl, Duration::from_secs(10));
+    let me = etcd.register.expect("registers");
+    assert_eq!((me.id.as_str(), me.name.as_str()), ("m1", "alpha"));
+    assert_eq!(me.addr.to_string(), "fd00::1");
+    assert!(s.start.registry.etcd.as_ref().unwrap().liveness);
+
+    let text = r#"
+        local_socket = "/x"
+        local_address = "[fd00::1]:51001"
+        machine_id = "m1"
+        machine_name = "alpha"
+        [registry.etcd]
+        endpoints = ["http://[::1]:2379"]
+        prefix = "/sy/"
+        register = true
+        heartbeat_ttl_secs = 3
+        liveness = false
+    "#;
+    let s = Settings::merge(&Options::default(), &file(text)).unwrap();
+    let etcd = s.etcd().unwrap();
+    assert_eq!(etcd.prefix, "/sy/");
+    assert_eq!(etcd.heartbeat_ttl, Duration::from_secs(3));
+    assert_eq!(etcd.register.unwrap().addr.port, Some(51001));
+    assert!(!s.start.registry.etcd.as_ref().unwrap().liveness);
+    // A flag sets one key of the table, the file's others stay.
+    let s = Settings::merge(&flags(&["--etcd-prefix", "/other/"]).unwrap(), &file(text)).unwrap();
+    assert_eq!(s.etcd().unwrap().prefix, "/other/");
+    assert_eq!(s.etcd().unwrap().endpoints, ["http://[::1]:2379"]);
+    // Restart-only: a changed registry is named on reload.
+    let plain = Settings::merge(
+        &Options::default(),
+        &file("local_socket = \"/x\"\nlisten = [\"unix:/s\"]\n"),
+    )
+    .unwrap();
+    let with = Settings::merge(
+        &Options::default(),
+        &file(&format!("listen = [\"unix:/s\"]\n{text}")),
+    )
+    .unwrap();
+    let restart = with.needing_restart(&plain);
+    assert!(restart.contains(&"registry".to_owned()), "{restart:?}");
+    assert!(plain.etcd().is_none());
+}
+
+#[test]
+fn etcd_registry_errors_name_the_setting() {
+    let base = "local_socket = \"/x\"\nlocal_address = \"fd00::1\"\n";
+    let etcd = "[registry.etcd]\nendpoints = [\"http://[::1]:2379\"]\n";
+    let machines = "[[machines]]\nid = \"m1\"\nname = \"a\"\naddr = \"fd00::1\"\n";
+    let err = error(&Options::default(), &format!("{base}{machines}{etcd}"));
+    assert!(
+        err.contains("machines") && err.contains("registry.etcd"),
+        "{err}"
+    );
+    let err = error(
+        &Options::default(),
+        &format!("{base}[registry.etcd]\nprefix = \"/a/\"\n"),
+    );
+    assert!(err.starts_with("registry.etcd.endpoints"), "{err}");
+    let err = error(
+        &Options::default(),
+        &format!("{base}{etcd}register = true\n"),
+    );
+    assert!(
+        err.starts_with("registry.etcd.register") && err.contains("machine_id, machine_name"),
+        "{err}"
+    );
+    for (text, needle) in [
+        (
+            "[registry.etcd]\nendpoints = [\"[::1]:2379\"]\n",
+            "registry",
+        ),
+        (
+            "[registry.etcd]\nendpoints = [\"http://[::1]:2379\"]\nprefix = \"x\"\n",
+            "registry",
+        ),
+        (
+            "[registry.etcd]\nendpoints = [\"http://[::1]:2379\"]\nttl = 3\n",
+            "ttl",
+        ),
+        (
+            "[registry.etcd]\nendpoints = [\"http://[::1]:2379\"]\nheartbeat_ttl_secs = 0\n",
+            "registry",
+        ),
+        ("[registry]\nconsul = 1\n", "consul"),
+        ("machine_id = \"*\"\n", "machine_id"),
+        ("machine_name = \"a,b\"\n", "machine_name"),
+    ] {
+        let err = error(&Options::default(), &format!("{base}{text}"));
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+    let err = error(
+        &Options::default(),
+        &format!(
+            "{base}[registry.etcd]\nendpoints = [\"http://[::1]:2379\"]\nheartbeat_ttl_secs = 3601\n"
+        ),
+    );
+    assert!(err.contains("heartbeat_ttl_secs"), "{err}");
+    assert!(flags(&["--etcd-endpoint", "https://[::1]:2379"]).is_err());
+    assert!(flags(&["--etcd-prefix", "nope"]).is_err());
+}

@@ -212,6 +212,91 @@ impl<const MAX: usize> From<Count<MAX>> for u64 {
 
 integer_setting!(Count<MAX>, const MAX: usize);
 
+/// A machine ID or name: what a value of `machines` metadata may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identifier(pub String);
+
+impl FromStr for Identifier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match switchyard_director::live::identifier_problem(s) {
+            Some(reason) => Err(format!("{s:?} cannot name a machine: {reason}")),
+            None => Ok(Self(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Identifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+text_setting!(Identifier);
+
+/// An etcd client URL: `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdEndpoint(pub String);
+
+impl FromStr for EtcdEndpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not a URL such as http://[::1]:2379"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "{s:?}: https is not supported yet; reach etcd over http on a trusted network"
+                ));
+            }
+            _ => return Err(format!("{s:?} is not a URL such as http://[::1]:2379")),
+        }
+        let has_port = uri.authority().is_some_and(|a| a.port_u16().is_some());
+        let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+        if !has_port || !bare {
+            return Err(format!(
+                "{s:?} is not host and port only, such as http://[::1]:2379"
+            ));
+        }
+        Ok(Self(s.trim_end_matches('/').to_owned()))
+    }
+}
+
+impl fmt::Display for EtcdEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+text_setting!(EtcdEndpoint);
+
+/// The key prefix of the registry in etcd: starts and ends with `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdPrefix(pub String);
+
+impl FromStr for EtcdPrefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match switchyard_director::live::prefix_problem(s) {
+            Some(reason) => Err(format!("{s:?}: {reason}")),
+            None => Ok(Self(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for EtcdPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+text_setting!(EtcdPrefix);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +323,29 @@ mod tests {
         }
         assert!("unix:/run/x.sock".parse::<Listen>().is_ok());
         assert!("localhost:80".parse::<Listen>().is_err());
+        for ok in [
+            "http://[::1]:2379",
+            "http://127.0.0.1:2379/",
+            "http://etcd:2379",
+        ] {
+            assert!(ok.parse::<EtcdEndpoint>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "[::1]:2379",
+            "https://[::1]:2379",
+            "http://[::1]",
+            "http://a:1/x",
+            "",
+        ] {
+            assert!(bad.parse::<EtcdEndpoint>().is_err(), "{bad}");
+        }
+        assert!("/sy/".parse::<EtcdPrefix>().is_ok());
+        assert!("sy/".parse::<EtcdPrefix>().is_err());
+        assert!("/sy".parse::<EtcdPrefix>().is_err());
+        assert!("alpha".parse::<Identifier>().is_ok());
+        for bad in ["", "*", "fd00::1", "a,b", "a/b"] {
+            assert!(bad.parse::<Identifier>().is_err(), "{bad}");
+        }
     }
 
     #[test]

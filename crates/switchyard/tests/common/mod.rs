@@ -20,7 +20,7 @@ use machine_info::pb::{
 };
 use switchyard::cert::{CertAuthority, CertPem, MachineSpec, Validity};
 use switchyard::cluster::{LoopbackCluster, LoopbackMachine};
-use switchyard::config::{MethodName, Secs, Settings};
+use switchyard::config::{EtcdSettings, MethodName, Secs, Settings};
 use switchyard::daemon::Daemon;
 use switchyard_director::{DEFAULT_REMOTE_PORT, Registry};
 use switchyard_engine::tls::{ClientTls, PeerName, TlsConfigs, TlsPaths};
@@ -228,16 +228,74 @@ impl Cluster {
         (cluster, certs)
     }
 
+    /// Starts the three machines with the registry in etcd: each registers
+    /// itself as `etcd` says; returns once every machine answers and sees
+    /// all three alive.
+    pub async fn start_etcd(
+        dir: tempfile::TempDir,
+        etcd: &EtcdSettings,
+        tweak: impl Fn(usize, &mut Settings),
+    ) -> Self {
+        let cluster = Self::start_in_with(dir, None, Some(etcd), tweak).await;
+        cluster.wait_liveness(&NAMES).await;
+        cluster
+    }
+
+    /// Waits until every running machine sees the machines named in
+    /// `alive` registered with a heartbeat, and the others without one.
+    pub async fn wait_liveness(&self, alive: &[&str]) {
+        eventually(
+            WAIT,
+            &format!("every machine sees {alive:?} alive"),
+            || async {
+                self.nodes
+                    .iter()
+                    .all(|node| {
+                        let Some(registry) = node.daemon.as_ref().and_then(Daemon::etcd_registry)
+                        else {
+                            return true;
+                        };
+                        let snapshot = registry.snapshot().borrow().clone();
+                        registry.fresh()
+                            && self.nodes.iter().all(|other| {
+                                let beating = snapshot.is_alive(&other.id);
+                                if alive.contains(&other.name.as_str()) {
+                                    snapshot.machine(&other.id).is_some() && beating
+                                } else {
+                                    !beating
+                                }
+                            })
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     async fn start_in(
         dir: tempfile::TempDir,
         tls_client: Option<TlsPaths>,
         tweak: impl Fn(usize, &mut Settings),
     ) -> Self {
-        let cluster = LoopbackCluster::start(dir.path(), &NAMES, |i, settings| {
+        Self::start_in_with(dir, tls_client, None, tweak).await
+    }
+
+    async fn start_in_with(
+        dir: tempfile::TempDir,
+        tls_client: Option<TlsPaths>,
+        etcd: Option<&EtcdSettings>,
+        tweak: impl Fn(usize, &mut Settings),
+    ) -> Self {
+        let configure = |i: usize, settings: &mut Settings| {
             test_defaults(settings);
             tweak(i, settings);
-        })
-        .await
+        };
+        let cluster = match etcd {
+            None => LoopbackCluster::start(dir.path(), &NAMES, configure).await,
+            Some(etcd) => {
+                LoopbackCluster::start_with_etcd(dir.path(), &NAMES, etcd, configure).await
+            }
+        }
         .expect("cannot start the loopback cluster");
         let cluster = Self {
             nodes: cluster.machines,
