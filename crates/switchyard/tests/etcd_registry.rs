@@ -263,17 +263,32 @@ fn as_v6(addr: std::net::SocketAddr) -> std::net::SocketAddrV6 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_down_keeps_the_registry_and_the_watch_resumes() {
-    let Some((mut etcd, cluster)) = registered_cluster("etcd-down", TTL).await else {
+    let Some(mut etcd) = etcd_or_skip(&std::env::temp_dir()).await else {
         return;
     };
+    let settings = etcd_settings(&etcd.endpoint(), TTL);
+    let cluster = Cluster::start_etcd(socket_dir("etcd-down"), &settings, |i, settings| {
+        if i == A {
+            metrics_on_loopback(settings);
+        }
+    })
+    .await;
     let mut client = cluster.client(A);
     let daemons: Vec<&Daemon> = (0..NAMES.len()).map(|i| cluster.daemon(i)).collect();
+    let ops = daemons[A].metrics_addr().expect("metrics listener");
+    eventually(WAIT, "/readyz 200", || async {
+        (http_get(ops, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
 
     etcd.kill();
     eventually(WAIT, "every machine says its registry is stale", || async {
         daemons.iter().all(|d| !d.registry_fresh()).then_some(())
     })
     .await;
+    let (status, body) = http_get(ops, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("stale"), "{body}");
     // The last registry stays in force, liveness included, for a while
     // longer than the heartbeat TTL.
     for _ in 0..3 {
@@ -290,6 +305,7 @@ async fn etcd_down_keeps_the_registry_and_the_watch_resumes() {
         daemons.iter().all(|d| d.registry_fresh()).then_some(())
     })
     .await;
+    assert_eq!(http_get(ops, "/readyz").await.0, 200);
     // A change made after the restart arrives through the resumed watch: a
     // member without a heartbeat, answered as down without dialling.
     let mut kv = etcd.client().await.unwrap();

@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use switchyard::config::{Listen, Options, Settings};
-use switchyard_engine::Address;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use switchyard::config::{Options, Settings};
 use tonic::Code;
 
 const A: usize = 0;
@@ -21,31 +19,9 @@ const C: usize = 2;
 const ALL: [(&str, &str); 1] = [("machines", "alpha,beta,gamma")];
 const DESCRIBE: &str = "/machineinfo.v1.MachineInfo/Describe";
 
-/// A plain HTTP/1.1 GET: the status code and the body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    bounded(&format!("GET {path}"), async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: switchyard\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    })
-    .await
-}
-
 /// The samples of a metrics text: `name{labels}` to value.
 async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, text) = get(addr, "/metrics").await;
+    let (status, text) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200, "{text}");
     assert!(text.ends_with("# EOF\n"), "not OpenMetrics text: {text}");
     text.lines()
@@ -68,9 +44,7 @@ fn grew(before: &HashMap<String, f64>, after: &HashMap<String, f64>, key: &str) 
 
 fn metrics_on(i: usize, settings: &mut Settings) {
     if i == A {
-        settings.start.metrics_listen = Some(Listen(Address::Tcp(
-            "127.0.0.1:0".parse().expect("an address"),
-        )));
+        metrics_on_loopback(settings);
     }
 }
 
@@ -177,7 +151,7 @@ async fn metrics_count_calls_machines_partial_answers_and_connections() {
     // A method no machine implements is counted, but not under its name.
     let unknown = call_unknown(cluster.nodes[A].addr, "/nope.v1.Nope/Random1").await;
     assert_eq!(unknown.code(), Code::Unimplemented, "{unknown:?}");
-    let text = get(addr, "/metrics").await.1;
+    let text = http_get(addr, "/metrics").await.1;
     assert!(!text.contains("nope.v1"), "{text}");
     assert!(
         text.contains("method=\"other\",mode=\"local\",code=\"UNIMPLEMENTED\""),
@@ -210,20 +184,20 @@ async fn call_unknown(addr: SocketAddr, method: &'static str) -> tonic::Status {
 async fn readyz_follows_the_local_server() {
     let mut cluster = Cluster::start_with("readyz", metrics_on).await;
     let addr = cluster.daemon(A).metrics_addr().expect("metrics listener");
-    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".to_owned()));
-    assert_eq!(get(addr, "/readyz").await, (200, "ready\n".to_owned()));
-    assert_eq!(get(addr, "/nothing").await.0, 404);
+    assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(http_get(addr, "/readyz").await, (200, "ready\n".to_owned()));
+    assert_eq!(http_get(addr, "/nothing").await.0, 404);
 
     cluster.stop_service(A).await;
-    let (status, body) = get(addr, "/readyz").await;
+    let (status, body) = http_get(addr, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("local server unreachable"), "{body}");
-    assert_eq!(get(addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
 
     let socket = cluster.nodes[A].socket.clone();
     cluster.nodes[A].service = Some(machine_info::Server::spawn_unix("alpha", &socket).unwrap());
     eventually(WAIT, "/readyz 200 again", || async move {
-        (get(addr, "/readyz").await.0 == 200).then_some(())
+        (http_get(addr, "/readyz").await.0 == 200).then_some(())
     })
     .await;
     cluster.shutdown().await;

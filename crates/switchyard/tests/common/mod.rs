@@ -24,7 +24,7 @@ use switchyard::config::{EtcdSettings, MethodName, Secs, Settings};
 use switchyard::daemon::Daemon;
 use switchyard_director::{DEFAULT_REMOTE_PORT, Registry};
 use switchyard_engine::tls::{ClientTls, PeerName, TlsConfigs, TlsPaths};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -546,6 +546,39 @@ pub fn tls_client(addr: SocketAddr, paths: &TlsPaths) -> MachineInfoClient<Chann
         }
     }));
     MachineInfoClient::new(channel)
+}
+
+// ---------------------------------------------------------------------------
+// The metrics and health listener
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    bounded(&format!("GET {path}"), async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: switchyard\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    })
+    .await
+}
+
+/// The metrics and health listener on `127.0.0.1`, any port (see
+/// [`Daemon::metrics_addr`]).
+pub fn metrics_on_loopback(settings: &mut Settings) {
+    settings.start.metrics_listen = Some(switchyard::config::Listen(
+        switchyard_engine::Address::Tcp("127.0.0.1:0".parse().expect("an address")),
+    ));
 }
 
 // ---------------------------------------------------------------------------
