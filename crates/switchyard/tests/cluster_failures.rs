@@ -152,18 +152,9 @@ async fn a_stopped_switchyard_is_unavailable_well_within_the_connect_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_that_never_answers_costs_only_the_callers_deadline() {
-    // gamma's address accepts TCP connections and never speaks HTTP/2.
     let mut cluster = Cluster::start("blackhole").await;
-    cluster.stop_daemon(C).await;
-    let hole = tokio::net::TcpListener::bind(cluster.nodes[C].addr)
-        .await
-        .expect("rebind gamma's port");
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = hole.accept().await {
-            held.push(stream);
-        }
-    });
+    // gamma's address accepts TCP and never speaks HTTP/2.
+    let holder = cluster.blackhole_daemon(C).await;
     let mut client = cluster.client(A);
     let mut request = describe(&ALL);
     request.set_timeout(Duration::from_millis(1500));
@@ -179,6 +170,6 @@ async fn a_machine_that_never_answers_costs_only_the_callers_deadline() {
         elapsed < Duration::from_secs(6),
         "partial results must come by the deadline: {elapsed:?}"
     );
-    holder.abort();
+    drop(holder);
     cluster.shutdown().await;
 }

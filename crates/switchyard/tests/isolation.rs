@@ -173,19 +173,10 @@ async fn cluster_with_connect_bound(tag: &str, bound: Duration) -> Cluster {
 async fn a_blackholed_machine_costs_one_bounded_wait() {
     let bound = Duration::from_secs(2);
     let mut cluster = cluster_with_connect_bound("hole", bound).await;
-    cluster.stop_daemon(C).await;
     // gamma's address accepts TCP and never speaks HTTP/2.
-    let hole = tokio::net::TcpListener::bind(cluster.nodes[C].addr)
-        .await
-        .expect("rebind gamma's port");
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = hole.accept().await {
-            held.push(stream);
-        }
-    });
+    let holder = cluster.blackhole_daemon(C).await;
     one_bounded_wait(&cluster, bound).await;
-    holder.abort();
+    drop(holder);
     cluster.shutdown().await;
 }
 

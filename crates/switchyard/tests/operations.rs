@@ -119,16 +119,8 @@ async fn metrics_count_calls_machines_partial_answers_and_connections() {
     );
 
     // gamma never answers: the caller's deadline gives a partial answer.
-    cluster.stop_daemon(C).await;
-    let hole = tokio::net::TcpListener::bind(cluster.nodes[C].addr)
-        .await
-        .expect("rebind gamma's port");
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = hole.accept().await {
-            held.push(stream);
-        }
-    });
+    // gamma's address accepts TCP and never speaks HTTP/2.
+    let holder = cluster.blackhole_daemon(C).await;
     let mut request = describe(&ALL);
     request.set_timeout(Duration::from_millis(1500));
     let reply = bounded("Describe with a deadline", client.describe(request))
@@ -157,7 +149,7 @@ async fn metrics_count_calls_machines_partial_answers_and_connections() {
         text.contains("method=\"other\",mode=\"local\",code=\"UNIMPLEMENTED\""),
         "{text}"
     );
-    holder.abort();
+    drop(holder);
     cluster.shutdown().await;
 }
 

@@ -422,6 +422,22 @@ impl Cluster {
         .await;
     }
 
+    /// Stops machine `i`'s Switchyard and puts in its place a listener that
+    /// accepts TCP connections and never speaks HTTP/2 (a hung machine);
+    /// it holds them until the returned handle is aborted or dropped.
+    pub async fn blackhole_daemon(&mut self, i: usize) -> tokio_util::task::AbortOnDropHandle<()> {
+        self.stop_daemon(i).await;
+        let hole = TcpListener::bind(self.nodes[i].addr)
+            .await
+            .expect("rebind the machine's port");
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = hole.accept().await {
+                held.push(stream);
+            }
+        }))
+    }
+
     /// Shuts every Switchyard down, bounded.
     pub async fn shutdown(mut self) {
         for node in &mut self.nodes {
