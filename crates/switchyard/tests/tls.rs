@@ -52,6 +52,16 @@ async fn call_with(
     trusted_ca: &std::path::Path,
     client: Option<&switchyard_engine::tls::TlsPaths>,
 ) -> Result<(), tonic::Status> {
+    call_with_alpn(addr, trusted_ca, client, vec![ALPN_H2.to_vec()]).await
+}
+
+/// As [`call_with`], offering the application protocols `alpn`.
+async fn call_with_alpn(
+    addr: std::net::SocketAddr,
+    trusted_ca: &std::path::Path,
+    client: Option<&switchyard_engine::tls::TlsPaths>,
+    alpn: Vec<Vec<u8>>,
+) -> Result<(), tonic::Status> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(trusted_ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -71,7 +81,7 @@ async fn call_with(
             builder.with_client_auth_cert(chain, key).unwrap()
         }
     };
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = alpn;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -115,6 +125,12 @@ async fn handshakes_without_a_good_client_certificate_are_refused() {
         // counts, checked below.
         let result = call_with(addr, &ca, client).await;
         assert!(result.is_err(), "{what}: {result:?}");
+    }
+    // A good certificate without ALPN `h2` (none offered, or another
+    // protocol) is refused too.
+    for alpn in [vec![], vec![b"http/1.1".to_vec()]] {
+        let result = call_with_alpn(addr, &ca, Some(&admin), alpn.clone()).await;
+        assert!(result.is_err(), "ALPN {alpn:?}: {result:?}");
     }
     // Plaintext is refused too.
     let result = call_describe(&mut tcp_client(addr), &[]).await;
