@@ -100,10 +100,7 @@ pub async fn connect(target: &Address, settings: &ConnSettings) -> anyhow::Resul
                 match &settings.tls {
                     Some(tls) => {
                         let peer = PeerName::new(addr.ip(), None)?;
-                        let stream = tls
-                            .connector_for(&peer)
-                            .connect(ClientTls::server_name(&peer), stream)
-                            .await?;
+                        let stream = tls.connect(&peer, stream).await?;
                         handshake(stream, settings).await
                     }
                     None => handshake(stream, settings).await,

@@ -24,7 +24,7 @@ use prost_types::{DescriptorProto, FileDescriptorProto};
 use tokio::sync::{Notify, watch};
 use tonic::transport::Endpoint;
 
-use crate::reflection::{ReflectionClient, ReflectionError, ServiceFiles};
+use crate::reflection::{ReflectionClient, ReflectionError, ServiceFiles, connect_unix};
 
 /// Bound of one whole discovery (connect plus every request).
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -239,16 +239,7 @@ pub async fn discover(socket: &Path) -> Result<HashMap<String, MethodFacts>, Ref
 }
 
 async fn services(socket: &Path) -> Result<ServiceFiles, ReflectionError> {
-    let socket = Arc::new(socket.to_owned());
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(&*socket)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
+    let channel = connect_unix(Endpoint::from_static("http://localhost"), socket)
         .await
         .map_err(|e| ReflectionError::Status(tonic::Status::unavailable(e.to_string())))?;
     ReflectionClient::new(channel)

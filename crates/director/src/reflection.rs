@@ -26,6 +26,26 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
+/// A channel over the Unix socket `path`, configured by `endpoint` (whose
+/// URI is only a placeholder): how the director reaches its local server's
+/// reflection, and the CLI a Switchyard's Unix listener.
+pub async fn connect_unix(
+    endpoint: tonic::transport::Endpoint,
+    path: &std::path::Path,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = std::sync::Arc::new(path.to_owned());
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(&*path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+}
+
 /// Bound of one reflection operation unless the caller sets another.
 pub const DEFAULT_REFLECTION_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::address::Address;
 use crate::config::ChannelConfig;
 use crate::handshake::{Handshake, Progress};
-use crate::tls::{self, ALPN_H2, PeerName};
+use crate::tls::{self, PeerName};
 use crate::upstream::{SendRequest, Upstream};
 
 /// Why no connection could be had. Displays the detail for logs; callers of
@@ -409,24 +409,15 @@ async fn dial(inner: &Inner) -> Result<(SendRequest, Driver), ConnectError> {
                 let _ = stream.set_nodelay(true);
                 match (&config.tls, &inner.peer) {
                     (Some(store), Some(peer)) => {
-                        let client = store.client();
-                        let stream = client
-                            .connector_for(peer)
-                            .connect(tls::ClientTls::server_name(peer), stream)
-                            .await
-                            .map_err(|e| ConnectError::Tls {
+                        let stream = store.client().connect(peer, stream).await.map_err(|e| {
+                            ConnectError::Tls {
                                 target: target.to_string(),
                                 message: match tls::name_mismatch(&e) {
                                     Some(mismatch) => mismatch.to_string(),
                                     None => e.to_string(),
                                 },
-                            })?;
-                        if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
-                            return Err(ConnectError::Tls {
-                                target: target.to_string(),
-                                message: "the server did not negotiate ALPN h2".into(),
-                            });
-                        }
+                            }
+                        })?;
                         handshake(stream, config, target, deadline).await
                     }
                     _ => handshake(stream, config, target, deadline).await,

@@ -396,11 +396,6 @@ impl ConnectionLimit {
     pub fn max(&self) -> usize {
         self.0.max
     }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.0.state().open
-    }
 }
 
 /// The open connections, and which are still in their handshake (oldest

@@ -1,6 +1,7 @@
 //! Turning failures into gRPC statuses, statuses into trailers, and request
 //! failures into the HTTP/2 reset reason the upstream stream ends with.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tonic::{Code, Status};
 
@@ -84,21 +85,36 @@ pub(crate) fn reply_frame(err: &FrameError, backend: &dyn std::fmt::Display) -> 
     Status::new(code, format!("reply from backend {backend}: {err}"))
 }
 
-/// Longest status message the engine writes itself: errors that carry
-/// caller- or machine-controlled text stay short, the detail goes to the log.
-pub const MAX_MESSAGE: usize = 1024;
+/// Longest status message of a machine the engine passes into a fan-out
+/// error entry or a log line: the detail a machine chose to send stays in
+/// its own logs.
+const MAX_MESSAGE: usize = 1024;
 
-/// `message` cut to [`MAX_MESSAGE`] bytes (at a character boundary), with
-/// an ellipsis when something was cut.
-pub fn bounded_message(message: &str) -> std::borrow::Cow<'_, str> {
-    if message.len() <= MAX_MESSAGE {
-        return message.into();
+/// Largest `grpc-status-details-bin` a fan-out error entry carries.
+const MAX_DETAILS: usize = 4096;
+
+/// `status` with its message cut to [`MAX_MESSAGE`] bytes (at a character
+/// boundary, with an ellipsis) and its details dropped beyond
+/// [`MAX_DETAILS`]; borrowed when already within both.
+pub(crate) fn bounded(status: &Status) -> std::borrow::Cow<'_, Status> {
+    let message = status.message();
+    if message.len() <= MAX_MESSAGE && status.details().len() <= MAX_DETAILS {
+        return std::borrow::Cow::Borrowed(status);
     }
-    let mut end = MAX_MESSAGE - 3;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end]).into()
+    let message = if message.len() <= MAX_MESSAGE {
+        message.to_owned()
+    } else {
+        let mut end = MAX_MESSAGE - 3;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &message[..end])
+    };
+    let details = match status.details() {
+        details if details.len() <= MAX_DETAILS => Bytes::copy_from_slice(details),
+        _ => Bytes::new(),
+    };
+    std::borrow::Cow::Owned(Status::with_details(status.code(), message, details))
 }
 
 /// The HTTP/2 reason an upstream stream is reset with when the client's
@@ -168,11 +184,20 @@ mod tests {
 
     #[test]
     fn messages_are_bounded_at_a_character_boundary() {
-        assert_eq!(bounded_message("short"), "short");
-        let long = "é".repeat(MAX_MESSAGE);
-        let cut = bounded_message(&long);
-        assert!(cut.len() <= MAX_MESSAGE, "{}", cut.len());
-        assert!(cut.ends_with('…'));
+        let short = Status::unavailable("short");
+        assert_eq!(bounded(&short).message(), "short");
+        assert!(matches!(bounded(&short), std::borrow::Cow::Borrowed(_)));
+        let long = Status::unavailable("é".repeat(MAX_MESSAGE));
+        let cut = bounded(&long);
+        assert!(
+            cut.message().len() <= MAX_MESSAGE,
+            "{}",
+            cut.message().len()
+        );
+        assert!(cut.message().ends_with('…'));
+        assert_eq!(cut.code(), Code::Unavailable);
+        let details = Status::with_details(Code::Internal, "x", vec![0; MAX_DETAILS + 1].into());
+        assert!(bounded(&details).details().is_empty());
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! Every label set is bounded, so a caller cannot grow the series: a method
 //! gets its own label once the configuration or the local server's
 //! reflection names it, or a machine answered it `OK` (a server implements
-//! it); until then it counts as `other`. Machines are those the director
-//! dialled. Each kind is capped at [`MAX_LABELS`] values, beyond which
-//! everything counts as `other`.
+//! it); until then it counts as `other`. A machine likewise gets its label
+//! once it is in the registry or has answered (a call reached it), so that
+//! callers naming made-up addresses cannot use up the machine labels. Each
+//! kind is capped at [`MAX_LABELS`] values, beyond which everything counts
+//! as `other`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,6 +176,8 @@ pub struct Metrics {
     connections: Family<ConnectionLabels, Counter>,
     methods: Names,
     machines: Names,
+    /// One scrape at a time: encoding clears and refills the state gauges.
+    encoding: Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -276,12 +280,14 @@ impl Metrics {
             connections,
             methods,
             machines: Names::default(),
+            encoding: Mutex::new(()),
         }
     }
 
     /// The metrics in the Prometheus text format, with the connection
     /// state of `director`'s machines as of now.
     pub fn encode(&self, director: &MachineDirector) -> String {
+        let _one_scrape = self.encoding.lock().unwrap_or_else(PoisonError::into_inner);
         self.machine_state.clear();
         for machine in director.machines() {
             // Named as the machine's calls are (its backend's name).
@@ -289,8 +295,15 @@ impl Metrics {
                 "" => "local",
                 addr => addr,
             };
+            let known = machine.local
+                || !machine.info.id.is_empty()
+                || matches!(machine.state, ChannelState::Connected);
+            let label = self.machines.label(name, known);
+            if label == OTHER {
+                continue;
+            }
             let labels = MachineStateLabels {
-                machine: self.machines.intern(name),
+                machine: label,
                 state: state_name(&machine.state),
             };
             self.machine_state.get_or_create(&labels).set(1);
@@ -303,15 +316,17 @@ impl Metrics {
     /// A method's label: its own when `known` (declared by the local
     /// server, or answered `OK` by a machine) or configured, else `other`.
     fn method(&self, method: &str, known: bool) -> &'static str {
-        if known {
-            self.methods.intern(method)
-        } else {
-            self.methods.get(method)
-        }
+        self.methods.label(method, known)
     }
 
-    fn machine(&self, backend: &dyn Backend) -> &'static str {
-        self.machines.intern(&backend.to_string())
+    /// A machine's label: its own once a call with status `code` shows
+    /// that it was reached, else `other` until it has one.
+    fn machine(&self, backend: &dyn Backend, code: Code) -> &'static str {
+        let reached = !matches!(
+            code,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+        );
+        self.machines.label(&backend.to_string(), reached)
     }
 }
 
@@ -394,7 +409,7 @@ impl Metrics {
         if call.mode == Some(Mode::OneToOne)
             && let Some(backend) = call.backends.first()
         {
-            let machine = self.machine(&**backend);
+            let machine = self.machine(&**backend, call.code);
             self.machine_calls
                 .get_or_create(&MachineCodeLabels { machine, code })
                 .inc();
@@ -406,7 +421,7 @@ impl Metrics {
 
     fn leg_ended(&self, leg: &LegEnd<'_>, declared: bool) {
         self.method(leg.method, declared || leg.code == Code::Ok);
-        let machine = self.machine(leg.backend);
+        let machine = self.machine(leg.backend, leg.code);
         let code = code_name(leg.code);
         self.machine_calls
             .get_or_create(&MachineCodeLabels { machine, code })
@@ -506,6 +521,16 @@ impl Names {
         let names = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         names.get(name).copied().unwrap_or(OTHER)
     }
+
+    /// The label for `name`: added if `earned` (and there is room), else
+    /// only looked up.
+    fn label(&self, name: &str, earned: bool) -> &'static str {
+        if earned {
+            self.intern(name)
+        } else {
+            self.get(name)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -525,6 +550,41 @@ mod tests {
         }
         assert_eq!(names.get("/m.S/M0"), "/m.S/M0");
         assert_eq!(names.get("/never.Seen/X"), OTHER);
+    }
+
+    /// A backend known only by its name.
+    #[derive(Debug)]
+    struct Named(&'static str);
+
+    impl std::fmt::Display for Named {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Backend for Named {
+        fn connect<'a>(
+            &'a self,
+            _: &'a http::request::Parts,
+        ) -> futures_util::future::BoxFuture<'a, Result<switchyard_engine::Upstream, tonic::Status>>
+        {
+            unreachable!("only named")
+        }
+    }
+
+    #[test]
+    fn machines_get_their_label_once_reached() {
+        let metrics = Metrics::new([]);
+        // Callers naming addresses nobody answers at use up no labels.
+        for i in 0..MAX_LABELS + 10 {
+            let name: &'static str = Box::leak(format!("[fd00::{i:x}]:51000").into_boxed_str());
+            for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Cancelled] {
+                assert_eq!(metrics.machine(&Named(name), code), OTHER);
+            }
+        }
+        let real = Named("[fd00::1]:51000");
+        assert_eq!(metrics.machine(&real, Code::NotFound), real.0);
+        assert_eq!(metrics.machine(&real, Code::Unavailable), real.0);
     }
 
     #[test]

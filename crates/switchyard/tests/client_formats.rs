@@ -238,6 +238,36 @@ fn unresolvable_any_gets_grpcurls_placeholder() {
 }
 
 #[test]
+fn anys_nested_in_anys_are_cut_at_a_depth() {
+    // A hostile server can nest `Any`s as deep as its reply's size allows;
+    // each decodes afresh, so the printer itself must stop expanding.
+    let any_type = support::echo_pool()
+        .get_message_by_name("google.protobuf.Any")
+        .unwrap();
+    let wrap = |inner: Vec<u8>| {
+        let mut any = DynamicMessage::new(any_type.clone());
+        any.set_field_by_name(
+            "type_url",
+            prost_reflect::Value::String("type.googleapis.com/google.protobuf.Any".into()),
+        );
+        any.set_field_by_name("value", prost_reflect::Value::Bytes(inner.into()));
+        any
+    };
+    let mut bytes = Vec::new();
+    for _ in 0..1000 {
+        bytes = wrap(bytes).encode_to_vec();
+    }
+    let mut message = kitchen("{}");
+    message.set_field_by_name("any", prost_reflect::Value::Message(wrap(bytes)));
+    let text = output::to_json(&message, JsonOptions::default()).to_compact();
+    assert_eq!(text.matches("\"@type\"").count(), 33, "{text:.300}");
+    assert!(
+        text.contains("google.protobuf.Any nested too deep (over 32 Any values)"),
+        "{text:.300}"
+    );
+}
+
+#[test]
 fn describe_matches_grpcurl() {
     let pool = support::echo_pool();
     let text: String = [

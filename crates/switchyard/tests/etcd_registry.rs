@@ -170,9 +170,10 @@ async fn members_join_move_and_leave_while_calls_run() {
     let load = Load::start(cluster.client(A));
     let mut kv = etcd.client().await.unwrap();
 
-    // Added: callable as soon as the watch delivers it.
-    put_member(&mut kv, "m4", "delta", &p1.to_string()).await;
+    // Added: callable as soon as the watch delivers it. Its heartbeat key
+    // first, else the load's `*` could see it registered but not alive.
     put(&mut kv, "alive/m4", "").await;
+    put_member(&mut kv, "m4", "delta", &p1.to_string()).await;
     eventually(WAIT, "delta callable by name", || {
         let mut client = client.clone();
         async move {

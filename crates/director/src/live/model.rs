@@ -139,11 +139,10 @@ pub(crate) fn parse_member(
             max: max_value_bytes,
         });
     }
-    let member: MemberJson = serde_json::from_slice(value).map_err(|e| {
-        let mut message = e.to_string();
-        message.truncate(200);
-        EntryError::Json(message)
-    })?;
+    // serde_json quotes offending input, which may be multi-byte: cut by
+    // characters, never in the middle of one.
+    let member: MemberJson =
+        serde_json::from_slice(value).map_err(|e| EntryError::Json(shown(&e.to_string())))?;
     if member.id != key_id {
         return Err(EntryError::IdMismatch {
             key_id: key_id.to_owned(),

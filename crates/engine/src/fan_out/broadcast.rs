@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::Stream;
 use http_body::{Body, Frame};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
 use crate::codec::frame::FrameScanner;
@@ -64,8 +64,12 @@ impl Body for RequestFeed {
 /// The sending side of one leg's queue.
 struct Feed {
     tx: mpsc::Sender<Item>,
-    /// Running while the queue is full.
-    stalled: Option<Pin<Box<Sleep>>>,
+    /// The pending chunk is not delivered to this leg yet.
+    waiting: bool,
+    /// The stall timer: allocated at the leg's first full queue, then reset
+    /// at each later one; it counts only while `stalled`.
+    timer: Option<Pin<Box<Sleep>>>,
+    stalled: bool,
 }
 
 /// What the broadcast reports to the call.
@@ -84,8 +88,8 @@ pub(super) struct Broadcast {
     body: UpstreamBody,
     scanner: FrameScanner,
     feeds: Vec<Option<Feed>>,
-    /// A chunk read from the client, and which feeds still need it.
-    pending: Option<(Bytes, Vec<bool>)>,
+    /// A chunk read from the client, until every waiting feed has it.
+    pending: Option<Bytes>,
     /// The client's request ended; `End` is being delivered.
     ending: bool,
     stall_timeout: Duration,
@@ -105,7 +109,13 @@ impl Broadcast {
         let (feeds, bodies) = (0..legs)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                (Some(Feed { tx, stalled: None }), RequestFeed(rx))
+                let feed = Feed {
+                    tx,
+                    waiting: false,
+                    timer: None,
+                    stalled: false,
+                };
+                (Some(feed), RequestFeed(rx))
             })
             .unzip();
         let broadcast = Self {
@@ -128,42 +138,47 @@ impl Broadcast {
     /// Moves the request forward as far as the legs take it.
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<BroadcastEvent> {
         loop {
-            if let Some((chunk, waiting)) = &mut self.pending {
+            if let Some(chunk) = &self.pending {
                 let item = |chunk: &Bytes| match chunk.is_empty() {
                     // An empty chunk marks the end of the request.
                     true => Item::End,
                     false => Item::Data(chunk.clone()),
                 };
-                for (index, wait) in waiting.iter_mut().enumerate() {
-                    let Some(feed) = self.feeds[index].as_mut().filter(|_| *wait) else {
-                        *wait = false;
+                let mut waiting = false;
+                for index in 0..self.feeds.len() {
+                    let Some(feed) = self.feeds[index].as_mut().filter(|f| f.waiting) else {
                         continue;
                     };
                     match feed.tx.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {
                             let _ = feed.tx.start_send(item(chunk));
-                            feed.stalled = None;
-                            *wait = false;
+                            feed.waiting = false;
+                            feed.stalled = false;
                         }
                         // The leg's stream is gone (it ended): nothing to feed.
-                        Poll::Ready(Err(_)) => {
-                            self.feeds[index] = None;
-                            *wait = false;
-                        }
+                        Poll::Ready(Err(_)) => self.feeds[index] = None,
                         Poll::Pending => {
-                            let stall_timeout = self.stall_timeout;
-                            let stalled = feed
-                                .stalled
-                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_timeout)));
-                            if stalled.as_mut().poll(cx).is_ready() {
+                            let deadline = || Instant::now() + self.stall_timeout;
+                            let timer = match &mut feed.timer {
+                                Some(timer) if feed.stalled => timer,
+                                Some(timer) => {
+                                    timer.as_mut().reset(deadline());
+                                    timer
+                                }
+                                None => feed
+                                    .timer
+                                    .insert(Box::pin(tokio::time::sleep_until(deadline()))),
+                            };
+                            feed.stalled = true;
+                            if timer.as_mut().poll(cx).is_ready() {
                                 self.feeds[index] = None;
-                                *wait = false;
                                 return Poll::Ready(BroadcastEvent::Stalled(index));
                             }
+                            waiting = true;
                         }
                     }
                 }
-                if waiting.iter().any(|w| *w) {
+                if waiting {
                     return Poll::Pending;
                 }
                 self.pending = None;
@@ -201,8 +216,10 @@ impl Broadcast {
                     Bytes::new()
                 }
             };
-            let waiting = self.feeds.iter().map(Option::is_some).collect();
-            self.pending = Some((chunk, waiting));
+            for feed in self.feeds.iter_mut().flatten() {
+                feed.waiting = true;
+            }
+            self.pending = Some(chunk);
         }
     }
 

@@ -99,12 +99,10 @@ impl Leg {
 
     fn started(&mut self, connection: SendRequest, response: Response<Incoming>) -> LegEvent {
         let (head, body) = response.into_parts();
-        let mut headers = head.headers;
+        let headers = head.headers;
         if let Some(status) = Status::from_header_map(&headers) {
-            // Trailers-Only: the status sits in the headers.
-            for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
-                headers.remove(name);
-            }
+            // Trailers-Only: the status sits in the headers (which the
+            // merge of headers leaves out).
             self.state = State::Done;
             self.pending = Some(LegEvent::Done(ok_or_status(status, HeaderMap::new())));
             return LegEvent::Headers(headers);

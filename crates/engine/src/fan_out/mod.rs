@@ -28,7 +28,7 @@ mod broadcast;
 mod leg;
 mod legs;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
@@ -46,7 +46,7 @@ use tonic::{Code, Status};
 use crate::backend::{Backend, ReplyShape};
 use crate::body::Legs;
 use crate::codec::frame::FrameHeader;
-use crate::config::ProxyConfig;
+use crate::config::{Http2Settings, ProxyConfig};
 use crate::log_limit::LogLimit;
 use crate::status::{self, GRPC_CONTENT_TYPE};
 use crate::upstream::UpstreamBody;
@@ -242,6 +242,10 @@ impl Call {
     ) -> Result<Option<Bytes>, Status> {
         let backend = &self.backends[index];
         self.ended(index, status.code(), true);
+        // A machine's status text (up to 16 MiB of trailers) is cut before it
+        // reaches the log or the caller.
+        let status = status::bounded(status);
+        let status = status.as_ref();
         if let Some(suppressed) = LEG_FAILED.check() {
             tracing::warn!(backend = %backend, method = %self.method, code = ?status.code(), message = status.message(), suppressed, "backend failed in fan-out");
         }
@@ -542,9 +546,20 @@ fn merge_headers(all: impl Iterator<Item = HeaderMap>) -> HeaderMap {
     merged
 }
 
+/// Most metadata a merged response carries, counted as HTTP/2 does (name,
+/// value and 32 bytes per entry): what Switchyard accepts from its own
+/// callers. However much metadata N backends send, the merge stays this
+/// size and linear in what they sent.
+const MAX_MERGED_METADATA: usize = Http2Settings::SERVER.max_header_list_size as usize;
+
 /// Adds `from`'s metadata to `into`, skipping framing and status keys and
-/// values already present.
+/// values already present, up to [`MAX_MERGED_METADATA`].
 fn merge_metadata(into: &mut HeaderMap, from: HeaderMap) {
+    let entry_size =
+        |name: &HeaderName, value: &HeaderValue| name.as_str().len() + value.len() + 32;
+    let mut size: usize = into.iter().map(|(n, v)| entry_size(n, v)).sum();
+    let mut present: HashSet<(HeaderName, HeaderValue)> =
+        into.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     let mut name = None;
     for (key, value) in from {
         if key.is_some() {
@@ -559,11 +574,17 @@ fn merge_metadata(into: &mut HeaderMap, from: HeaderMap) {
                 | "grpc-status"
                 | "grpc-message"
                 | "grpc-status-details-bin"
-        ) || into.get_all(name).iter().any(|v| v == value)
-        {
+        ) {
             continue;
         }
-        into.append(name.clone(), value);
+        if !present.insert((name.clone(), value.clone())) {
+            continue;
+        }
+        size += entry_size(name, &value);
+        if size > MAX_MERGED_METADATA || into.try_append(name.clone(), value).is_err() {
+            tracing::debug!("fan-out metadata over {MAX_MERGED_METADATA} bytes: the rest left out");
+            return;
+        }
     }
 }
 
@@ -589,5 +610,28 @@ mod tests {
         let nodes: Vec<_> = merged.get_all("x-node").iter().collect();
         assert_eq!(nodes, ["a", "b"]);
         assert_eq!(merged.get_all("x-common").iter().count(), 1);
+    }
+
+    #[test]
+    fn merged_metadata_is_bounded_whatever_the_backends_send() {
+        // Many distinct names and many values of one name, from each of
+        // three backends: the merge stays within its size and does not
+        // panic (HeaderMap's capacity) or go quadratic.
+        let backend = |tag: usize| {
+            let mut headers = HeaderMap::new();
+            for i in 0..20_000 {
+                let name = HeaderName::from_bytes(format!("x-{tag}-{i}").as_bytes()).unwrap();
+                headers.append(name, HeaderValue::from_static("v"));
+                headers.append("x-many", HeaderValue::from(i));
+            }
+            headers
+        };
+        let merged = merge_headers((0..3).map(backend));
+        let size: usize = merged
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        assert!(size <= MAX_MERGED_METADATA, "{size}");
+        assert!(merged.len() > 1000, "the first entries are kept");
     }
 }

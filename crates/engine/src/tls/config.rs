@@ -24,7 +24,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{NoServerSessionStorage, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio_rustls::TlsConnector;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsConnector, client};
 
 use super::verify::{MachineServerVerifier, PeerName};
 
@@ -153,8 +154,6 @@ pub enum TlsError {
 pub struct TlsConfigs {
     server: Arc<ServerConfig>,
     client: ClientTls,
-    /// This machine's certificate, leaf first.
-    chain: Vec<CertificateDer<'static>>,
 }
 
 impl TlsConfigs {
@@ -216,7 +215,6 @@ impl TlsConfigs {
                 source,
             })?;
 
-        let chain = certified.cert.clone();
         let certified = Arc::new(certified);
         let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -241,7 +239,6 @@ impl TlsConfigs {
                 base: Arc::new(client),
                 webpki: server_verifier,
             },
-            chain,
         })
     }
 
@@ -253,11 +250,6 @@ impl TlsConfigs {
     /// The configuration for dialling other machines.
     pub fn client(&self) -> &ClientTls {
         &self.client
-    }
-
-    /// This machine's certificate chain, leaf first (for logs).
-    pub fn chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
     }
 }
 
@@ -288,14 +280,26 @@ impl ClientTls {
         Arc::new(config)
     }
 
-    /// A connector for `peer`; connect it with [`ClientTls::server_name`].
-    pub fn connector_for(&self, peer: &PeerName) -> TlsConnector {
-        TlsConnector::from(self.config_for(peer))
-    }
-
-    /// The name handed to rustls when dialling `peer`: its IP (so no SNI is sent).
-    pub fn server_name(peer: &PeerName) -> ServerName<'static> {
-        ServerName::IpAddress(peer.ip().into())
+    /// Mutual TLS with `peer` over `tcp`: the handshake, naming `peer` by
+    /// its IP (no SNI is sent), then the check that it agreed to HTTP/2
+    /// (ALPN `h2`). A certificate that does not name `peer` fails with a
+    /// [`NameMismatch`](super::NameMismatch) inside the error
+    /// ([`name_mismatch`](super::name_mismatch)).
+    pub async fn connect(
+        &self,
+        peer: &PeerName,
+        tcp: TcpStream,
+    ) -> io::Result<client::TlsStream<TcpStream>> {
+        let stream = TlsConnector::from(self.config_for(peer))
+            .connect(ServerName::IpAddress(peer.ip().into()), tcp)
+            .await?;
+        if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the server did not negotiate ALPN h2",
+            ));
+        }
+        Ok(stream)
     }
 }
 

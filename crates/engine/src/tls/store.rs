@@ -58,9 +58,4 @@ impl TlsStore {
     pub fn client(&self) -> ClientTls {
         self.current().client().clone()
     }
-
-    /// The files this store reads.
-    pub fn paths(&self) -> &TlsPaths {
-        &self.paths
-    }
 }

@@ -79,7 +79,7 @@ impl Session {
                 let reflector = Reflector {
                     channel: channel.clone(),
                     candidates: targets.reflection.clone(),
-                    timeout: bound,
+                    deadline: tokio::time::Instant::now() + bound,
                 };
                 (SchemaSource::Reflection(reflector), Some(channel))
             }
@@ -126,13 +126,14 @@ async fn call_command(args: CallArgs) -> Result<bool, ClientError> {
         streamed: method.is_server_streaming(),
         targets: &session.targets,
         entries: Vec::new(),
+        failed: false,
         table: TableStream::new(session.targets.fan_out),
         out: std::io::stdout().lock(),
     };
     let result = invoke(channel, &method, requests, &options, &mut printer).await;
     printer.finish()?;
     result?;
-    Ok(output::exit_code(&printer.entries) == 0)
+    Ok(!printer.failed)
 }
 
 /// Calls and prints each reply as it arrives.
@@ -173,8 +174,11 @@ struct Printer<'a, W: Write> {
     /// Whether replies stream (tables are then printed row by row).
     streamed: bool,
     targets: &'a Targets,
-    /// Every entry so far (for the exit status, and unary tables).
+    /// The entries of a unary table, printed at the end (nothing else is
+    /// kept: a stream may run for ever).
     entries: Vec<Entry>,
+    /// Some machine's entry was an error (exit status 1).
+    failed: bool,
     table: TableStream,
     out: W,
 }
@@ -206,7 +210,10 @@ impl<W: Write> Printer<'_, W> {
             Format::Table => {}
         }
         self.out.flush()?;
-        self.entries.extend(split);
+        self.failed |= output::exit_code(&split) != 0;
+        if self.format == Format::Table && !self.streamed {
+            self.entries.extend(split);
+        }
         Ok(())
     }
 

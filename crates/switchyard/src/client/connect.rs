@@ -10,12 +10,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_director::DEFAULT_REMOTE_PORT;
+use switchyard_director::reflection::connect_unix;
 use switchyard_engine::Address;
-use switchyard_engine::tls::{ClientTls, PeerName, TlsConfigs, TlsPaths};
+use switchyard_engine::tls::{PeerName, TlsConfigs, TlsPaths};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{Options, TlsOptions};
@@ -180,19 +180,7 @@ pub async fn connect(via: &Via, timeout: Duration) -> Result<Channel, ConnectErr
     .keep_alive_while_idle(true);
     let connecting = async {
         match (&via.address, &via.tls) {
-            (Address::Unix(path), _) => {
-                let path = Arc::new(path.clone());
-                endpoint
-                    .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-                        let path = path.clone();
-                        async move {
-                            tokio::net::UnixStream::connect(&*path)
-                                .await
-                                .map(hyper_util::rt::TokioIo::new)
-                        }
-                    }))
-                    .await
-            }
+            (Address::Unix(path), _) => connect_unix(endpoint, path).await,
             (Address::Tcp(_), None) => endpoint.connect().await,
             (Address::Tcp(addr), Some(paths)) => {
                 let addr = *addr;
@@ -207,10 +195,7 @@ pub async fn connect(via: &Via, timeout: Duration) -> Result<Channel, ConnectErr
                         let (client, peer) = (client.clone(), peer.clone());
                         async move {
                             let tcp = tokio::net::TcpStream::connect(addr).await?;
-                            let tls = client
-                                .connector_for(&peer)
-                                .connect(ClientTls::server_name(&peer), tcp)
-                                .await?;
+                            let tls = client.connect(&peer, tcp).await?;
                             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
                         }
                     }))

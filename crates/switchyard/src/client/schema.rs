@@ -13,12 +13,12 @@
 //! writes it).
 
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
 use prost_reflect::DescriptorPool;
 use switchyard_director::{FileSet, ReflectionClient, ReflectionError};
+use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
@@ -94,8 +94,9 @@ pub struct Reflector {
     pub channel: Channel,
     /// Metadata of each attempt, in order.
     pub candidates: Vec<MetadataMap>,
-    /// Bound of each attempt.
-    pub timeout: Duration,
+    /// When every lookup of the command must be over, whatever the number
+    /// of attempts (the command's `--timeout`).
+    pub deadline: Instant,
 }
 
 impl SchemaSource {
@@ -143,9 +144,14 @@ impl Reflector {
     {
         let mut last = None;
         for metadata in &self.candidates {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                last = Some(ReflectionError::Timeout(left));
+                break;
+            }
             let client = ReflectionClient::new(self.channel.clone())
                 .with_metadata(metadata.clone())
-                .with_timeout(self.timeout);
+                .with_timeout(left);
             match fetch(client).await {
                 Ok(files) => return complete(files),
                 Err(err) if unreachable(&err) => last = Some(err),

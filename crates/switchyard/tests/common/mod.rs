@@ -23,7 +23,7 @@ use switchyard::cluster::{LoopbackCluster, LoopbackMachine};
 use switchyard::config::{EtcdSettings, MethodName, Secs, Settings};
 use switchyard::daemon::Daemon;
 use switchyard_director::{DEFAULT_REMOTE_PORT, Registry};
-use switchyard_engine::tls::{ClientTls, PeerName, TlsConfigs, TlsPaths};
+use switchyard_engine::tls::{PeerName, TlsConfigs, TlsPaths};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -554,10 +554,7 @@ pub fn tls_client(addr: SocketAddr, paths: &TlsPaths) -> MachineInfoClient<Chann
         let (client, peer) = (client.clone(), peer.clone());
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let tls = client
-                .connector_for(&peer)
-                .connect(ClientTls::server_name(&peer), tcp)
-                .await?;
+            let tls = client.connect(&peer, tcp).await?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
         }
     }));

@@ -22,6 +22,8 @@
 //! Where grpcurl fails to print (an undecodable `Any`, an out-of-range
 //! Timestamp), this writes something readable instead of failing.
 
+use std::cell::Cell;
+
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
@@ -43,12 +45,23 @@ pub fn format_json(message: &DynamicMessage, options: JsonOptions) -> String {
 
 /// `message` as an ordered JSON tree in grpcurl's mapping.
 pub fn to_json(message: &DynamicMessage, options: JsonOptions) -> Json {
-    Writer { options }.message(message)
+    Writer {
+        options,
+        any_depth: Cell::new(0),
+    }
+    .message(message)
 }
 
 struct Writer {
     options: JsonOptions,
+    /// `Any`s being expanded: each decodes afresh (with prost's own depth
+    /// limit starting again), so a reply of `Any`s nested in `Any`s is cut
+    /// here, before it can exhaust the stack.
+    any_depth: Cell<u32>,
 }
+
+/// Deepest nesting of `Any` values expanded; deeper ones print as raw bytes.
+const MAX_ANY_DEPTH: u32 = 32;
 
 impl Writer {
     /// A message field's value: well-known types are handed to `jsonpb`.
@@ -200,6 +213,13 @@ impl Writer {
                 &bytes,
             );
         };
+        if self.any_depth.get() >= MAX_ANY_DEPTH {
+            return unknown_any(
+                &type_url,
+                &format!("{name} nested too deep (over {MAX_ANY_DEPTH} Any values)"),
+                &bytes,
+            );
+        }
         let inner = match DynamicMessage::decode(descriptor.clone(), bytes.clone()) {
             Ok(inner) => inner,
             Err(err) => {
@@ -207,15 +227,19 @@ impl Writer {
             }
         };
         let type_entry = ("@type".to_owned(), Json::String(type_url.clone()));
-        if jsonpb_well_known(descriptor.full_name()) {
-            return Json::Object(vec![type_entry, ("value".to_owned(), self.message(&inner))]);
-        }
-        let Json::Object(mut fields) = self.ordinary(&inner) else {
-            unreachable!("an ordinary message is an object")
+        self.any_depth.set(self.any_depth.get() + 1);
+        let expanded = if jsonpb_well_known(descriptor.full_name()) {
+            Json::Object(vec![type_entry, ("value".to_owned(), self.message(&inner))])
+        } else {
+            let Json::Object(mut fields) = self.ordinary(&inner) else {
+                unreachable!("an ordinary message is an object")
+            };
+            fields.push(type_entry);
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            Json::Object(fields)
         };
-        fields.push(type_entry);
-        fields.sort_by(|a, b| a.0.cmp(&b.0));
-        Json::Object(fields)
+        self.any_depth.set(self.any_depth.get() - 1);
+        expanded
     }
 }
 
