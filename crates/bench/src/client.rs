@@ -472,29 +472,10 @@ pub fn check_status(headers: &HeaderMap) -> Result<(), CallError> {
 
 /// `UNAVAILABLE` for 14, and so on; unknown codes as `code-N`.
 pub fn code_name(code: i32) -> String {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    usize::try_from(code)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .map_or_else(|| format!("code-{code}"), |name| (*name).to_owned())
+    match code {
+        0..=16 => switchyard_engine::status::code_name(tonic::Code::from(code)).to_owned(),
+        _ => format!("code-{code}"),
+    }
 }
 
 /// Counts whole gRPC messages in a byte stream, without keeping them.

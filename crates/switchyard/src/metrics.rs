@@ -23,6 +23,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use switchyard_director::{MachineDirector, authz};
 use switchyard_engine::observe::{CallEnd, CallStart, ConnectionEvent, LegEnd, Observer};
+pub use switchyard_engine::status::code_name;
 use switchyard_engine::{Backend, ChannelState, Mode, PeerAddr};
 use tonic::Code;
 
@@ -344,29 +345,6 @@ fn state_name(state: &ChannelState) -> &'static str {
         ChannelState::Connected => "up",
         ChannelState::Down { .. } => "down",
         ChannelState::Closed => "closed",
-    }
-}
-
-/// The `UPPER_SNAKE` name of a gRPC code.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -9,6 +9,7 @@
 //! number and type. Anything else is one entry without a machine.
 
 use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value};
+pub use switchyard_engine::status::code_name;
 
 /// Full name of the fan-out metadata message.
 pub const METADATA_MESSAGE: &str = "switchyard.common.v1.Metadata";
@@ -195,29 +196,4 @@ fn entry_error(metadata: &DynamicMessage) -> Option<EntryError> {
 /// own RPC succeeded.
 pub fn exit_code(entries: &[Entry]) -> i32 {
     i32::from(entries.iter().any(|e| e.error.is_some()))
-}
-
-/// The canonical name of a gRPC status code (`UNAVAILABLE`), as in
-/// `google.rpc.Code`.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
 }
