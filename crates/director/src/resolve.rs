@@ -16,6 +16,7 @@
 //! Error messages name the first few culprits only, each shortened, so a
 //! caller cannot make the proxy echo a huge header back.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -149,14 +150,25 @@ impl Resolver<'_> {
         let mut destinations: Vec<Destination> = Vec::new();
         let mut wildcard = false;
         let mut failed: Vec<String> = Vec::new();
+        // A machine is its socket: named twice (by name, ID, address or
+        // `*`), it is called once.
+        let mut seen: HashSet<Option<SocketAddrV6>> = HashSet::new();
         let mut push = |destination: Destination| {
-            if !destinations.contains(&destination) {
+            let socket = match &destination {
+                Destination::Local => None,
+                Destination::Remote(socket, _) => Some(*socket),
+            };
+            if seen.insert(socket) {
                 destinations.push(destination);
             }
         };
         for &value in values {
             match self.registry {
                 Some(registry) if value == "*" => {
+                    // Refused before anything is built for each machine.
+                    if registry.machines().len() > self.max_targets {
+                        return Err(too_many(registry.machines().len()));
+                    }
                     wildcard = true;
                     registry
                         .machines()
