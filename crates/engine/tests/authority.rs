@@ -95,6 +95,6 @@ async fn every_authority_is_accepted_on_tcp_and_unix_sockets() {
     }
     assert_eq!(server.probe().calls(), 2 * AUTHORITIES.len());
     stop.send(true).unwrap();
-    serve_unix.await.unwrap();
+    bounded("the Unix server stops", serve_unix).await.unwrap();
     drop(stopped);
 }

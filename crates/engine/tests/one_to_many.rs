@@ -14,6 +14,7 @@ use switchyard_engine::{Backend, Mode, ProxyConfig, ReplyShape};
 use switchyard_testkit::client::{multi_client, tcp_channel};
 use switchyard_testkit::pb::multi_service_client::MultiServiceClient;
 use switchyard_testkit::pb::{MultiPingReply, MultiPingResponse, PingRequest};
+use switchyard_testkit::wait::bounded;
 use switchyard_testkit::{TestBackend, TestServer, blackhole};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -137,11 +138,13 @@ async fn a_reply_whose_field_1_is_a_string_becomes_an_error_entry() {
         ProxyConfig::default(),
     )
     .await;
-    let reply = multi_client(tcp_channel(proxy.addr))
-        .ping(ping("v"))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = bounded(
+        "Ping",
+        multi_client(tcp_channel(proxy.addr)).ping(ping("v")),
+    )
+    .await
+    .unwrap()
+    .into_inner();
     assert_eq!(reply.messages.len(), 2);
     let (error, code) = error_of(&reply.messages[0]);
     assert_eq!(code, Some(Code::Internal as i32));

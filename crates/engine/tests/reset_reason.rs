@@ -61,7 +61,9 @@ async fn recording_backend() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<h
 /// with `CANCEL` while the request is still open.
 async fn cancel_midway(proxy: std::net::SocketAddr) {
     let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let (client, conn) = bounded("HTTP/2 handshake", h2::client::handshake(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
     let request = http::Request::post(format!(

@@ -157,17 +157,20 @@ async fn metrics_count_calls_machines_partial_answers_and_connections() {
 async fn call_unknown(addr: SocketAddr, method: &'static str) -> tonic::Status {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
-        .connect()
-        .await
-        .unwrap();
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
-    grpc.unary(
-        tonic::Request::new(()),
-        tonic::codegen::http::uri::PathAndQuery::from_static(method),
-        codec,
-    )
+    bounded(method, async {
+        grpc.ready().await.unwrap();
+        grpc.unary(
+            tonic::Request::new(()),
+            tonic::codegen::http::uri::PathAndQuery::from_static(method),
+            codec,
+        )
+        .await
+    })
     .await
     .unwrap_err()
 }

@@ -2,9 +2,7 @@
 //! its rules (skip bad entries, resolve conflicts, cap sizes) are unit-tested.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
 
-use switchyard_engine::log_limit::LogLimit;
 use tracing::{debug, warn};
 
 use crate::addr::MachineAddr;
@@ -215,16 +213,11 @@ impl RegistryState {
     }
 }
 
-/// Skipped entries are logged at most once a second (with how many were
-/// left out): whoever can write to etcd must not be able to flood the log.
-static SKIPPED: LogLimit = LogLimit::new(Duration::from_secs(1));
-
-/// A log line for a skipped entry, naming its key, within [`SKIPPED`].
+/// One log line per skipped entry, naming its key (etcd writers are the
+/// operator's; a rate limit would hide which entries are bad).
 fn skip(key: &[u8], error: &EntryError) {
-    if let Some(suppressed) = SKIPPED.check() {
-        let key = String::from_utf8_lossy(&key[..key.len().min(512)]);
-        warn!(%key, %error, suppressed, "registry: skipping entry");
-    }
+    let key = String::from_utf8_lossy(&key[..key.len().min(512)]);
+    warn!(%key, %error, "registry: skipping entry");
 }
 
 #[cfg(test)]

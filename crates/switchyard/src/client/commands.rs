@@ -16,6 +16,7 @@ use super::args::{ConnectArgs, Format, MachineArgs, SchemaArgs};
 use super::connect::{connect, resolve_via};
 use super::describe::describe;
 use super::invoke::{CallError, CallOptions, call};
+use super::output::table::clean;
 use super::output::{self, Entry, JsonOptions, Machine, TableStream};
 use super::request::{RequestOptions, read_data, requests_for};
 use super::resolve::{MethodName, Symbol, resolve_method, resolve_symbol};
@@ -337,11 +338,13 @@ async fn machines(args: MachinesArgs) -> Result<(), ClientError> {
 
 /// `switchyard machines` for people: one row per machine.
 fn machines_table(machines: &[pb::MachineStatus]) -> String {
+    // Every field comes from the server: shown on one line, without
+    // control characters.
     let dash = |s: &str| {
         if s.is_empty() {
             "-".to_owned()
         } else {
-            s.to_owned()
+            clean(s)
         }
     };
     let mut rows = vec![["NAME", "ID", "ADDRESS", "STATE", "ERROR"].map(str::to_owned)];
@@ -361,7 +364,7 @@ fn machines_table(machines: &[pb::MachineStatus]) -> String {
             dash(&m.id),
             dash(&m.addr),
             state,
-            m.last_error.replace(['\n', '\r'], " "),
+            clean(&m.last_error),
         ]);
     }
     let mut widths = [0usize; 5];
@@ -415,6 +418,20 @@ mod tests {
             "NAME    ID   ADDRESS           STATE        ERROR\n\
              alpha   m1   fd00::1           up (local)\n\
              gamma   m3   [fd00::3]:51001   down         connection refused\n"
+        );
+        // What a server sends cannot break the table or steer the terminal.
+        let hostile = [pb::MachineStatus {
+            id: "m4".into(),
+            name: "\u{1b}[2Jdelta".into(),
+            addr: "fd00::4".into(),
+            state: State::Down.into(),
+            last_error: "refused\nby peer".into(),
+            local: false,
+        }];
+        assert_eq!(
+            machines_table(&hostile),
+            "NAME        ID   ADDRESS   STATE   ERROR\n\
+             ?[2Jdelta   m4   fd00::4   down    refused\\nby peer\n"
         );
     }
 

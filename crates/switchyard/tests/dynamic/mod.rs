@@ -56,7 +56,7 @@ pub struct Socket {
 
 impl Socket {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = switchyard_testkit::wait::socket_dir("dynamic");
         let path = dir.path().join("grpc.sock");
         Self { dir, path }
     }

@@ -254,15 +254,18 @@ fn scalar(kind: &Kind, value: &Value) -> String {
     }
 }
 
-/// Keeps a cell on one line.
-fn clean(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| match c {
-            '\n' => vec!['\\', 'n'],
-            '\r' => vec!['\\', 'r'],
-            '\t' => vec!['\\', 't'],
-            c if c.is_control() => vec!['?'],
-            c => vec![c],
-        })
-        .collect()
+/// Keeps a cell on one line, and a server's text from steering the
+/// terminal: line breaks escaped, other control characters as `?`.
+pub(crate) fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
 }
