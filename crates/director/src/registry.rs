@@ -7,6 +7,7 @@
 //! always means exactly one machine.
 
 use std::collections::HashMap;
+use std::net::SocketAddrV6;
 
 use crate::addr::MachineAddr;
 
@@ -62,6 +63,8 @@ pub struct Registry {
     machines: Vec<Machine>,
     /// ID or name → index into `machines`.
     by_identifier: HashMap<String, usize>,
+    /// Address as registered → index into `machines`.
+    by_addr: HashMap<MachineAddr, usize>,
 }
 
 impl TryFrom<Vec<Machine>> for Registry {
@@ -124,6 +127,7 @@ impl Registry {
         Ok(Self {
             machines,
             by_identifier,
+            by_addr,
         })
     }
 
@@ -141,9 +145,22 @@ impl Registry {
             return Some(&self.machines[i]);
         }
         let socket = value.parse::<MachineAddr>().ok()?.socket_addr(remote_port);
-        self.machines
-            .iter()
-            .find(|m| m.addr.socket_addr(remote_port) == socket)
+        self.at(socket, remote_port)
+    }
+
+    /// The machine reached at `socket`: registered with that port, or
+    /// without one when `socket`'s port is `remote_port`.
+    pub fn at(&self, socket: SocketAddrV6, remote_port: u16) -> Option<&Machine> {
+        let ip = *socket.ip();
+        let exact = MachineAddr {
+            ip,
+            port: Some(socket.port()),
+        };
+        let default = MachineAddr { ip, port: None };
+        self.by_addr
+            .get(&exact)
+            .or_else(|| (socket.port() == remote_port).then(|| self.by_addr.get(&default))?)
+            .map(|&i| &self.machines[i])
     }
 }
 

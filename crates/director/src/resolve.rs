@@ -285,10 +285,7 @@ impl Resolver<'_> {
     }
 
     fn registered(&self, socket: SocketAddrV6) -> Option<&Machine> {
-        self.registry?
-            .machines()
-            .iter()
-            .find(|m| m.addr.socket_addr(self.remote_port) == socket)
+        self.registry?.at(socket, self.remote_port)
     }
 
     fn info(&self, machine: &Machine) -> MachineInfo {

@@ -11,7 +11,9 @@
 //! kind is capped at [`MAX_LABELS`] values, beyond which everything counts
 //! as `other`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -327,7 +329,13 @@ impl Metrics {
             code,
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
         );
-        self.machines.label(&backend.to_string(), reached)
+        // Named into a reused buffer: no allocation per call.
+        thread_local!(static NAME: RefCell<String> = const { RefCell::new(String::new()) });
+        NAME.with_borrow_mut(|name| {
+            name.clear();
+            let _ = write!(name, "{backend}");
+            self.machines.label(name, reached)
+        })
     }
 }
 
