@@ -114,8 +114,11 @@ pub(crate) struct Scenario {
     pub(crate) count: u32,
     pub(crate) target: Address,
     pub(crate) metadata: Vec<(String, String)>,
-    /// The daemon the calls enter, whose CPU time is measured.
+    /// The proxy the calls enter, whose CPU time (with its child
+    /// processes: nginx's workers) is measured.
     pub(crate) entry_pid: Option<u32>,
+    /// The one backend the calls end at, whose CPU time is measured.
+    pub(crate) backend_pid: Option<u32>,
     /// The generator's mutual TLS files `(cert, key, ca)`, for TLS targets.
     pub(crate) tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
@@ -128,8 +131,23 @@ pub(crate) struct Figures {
     pub(crate) p99_us: f64,
     pub(crate) mb_per_s: f64,
     pub(crate) errors: u64,
-    /// CPU time of the entry daemon per call, in microseconds (0 if not measured).
-    pub(crate) daemon_cpu_us: f64,
+    pub(crate) cpu: CallCpu,
+}
+
+/// Where the CPU of a run went: time per call of each process (user +
+/// system, in microseconds, 0 where not measured) and the machine's idle
+/// share, which tells a CPU-bound run from one whose processes wait for
+/// each other.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CallCpu {
+    /// The entry proxy (Switchyard's entry daemon, nginx).
+    pub(crate) proxy_us: f64,
+    /// The backend, for scenarios that end at one.
+    pub(crate) backend_us: f64,
+    /// The load generator.
+    pub(crate) generator_us: f64,
+    /// Share of the machine's capacity left idle, 0–1.
+    pub(crate) idle: f64,
 }
 
 /// Every repetition of a scenario at one concurrency, and their medians.
@@ -140,8 +158,8 @@ pub(crate) struct Outcome {
     pub(crate) runs: Vec<Report>,
     /// Share of the machine used by other processes during each run.
     pub(crate) foreign: Vec<f64>,
-    /// CPU time of the entry daemon per call in each run, in microseconds.
-    pub(crate) daemon_cpu_us: Vec<f64>,
+    /// Where the CPU of each run went.
+    pub(crate) cpu: Vec<CallCpu>,
     pub(crate) median: Figures,
 }
 
@@ -283,6 +301,7 @@ fn scenarios(
 ) -> Vec<Scenario> {
     let m0 = &machines[0];
     let m0_pid = Some(m0.daemon.pid());
+    let (b0, b1) = (Some(m0.backend.pid()), Some(machines[1].backend.pid()));
     let unary = |key: &str, label: &str, short: &str, target: Address, metadata| Scenario {
         key: key.into(),
         label: label.into(),
@@ -295,11 +314,13 @@ fn scenarios(
         target,
         metadata,
         entry_pid: m0_pid,
+        backend_pid: b0,
         tls: None,
     };
     let fan_out = |mut s: Scenario, n: usize| {
         s.group = Group::FanOut;
         s.fanout = Some(n);
+        s.backend_pid = None;
         s
     };
     let mut direct = unary(
@@ -310,6 +331,14 @@ fn scenarios(
         vec![],
     );
     direct.entry_pid = None;
+    let mut two_hops = unary(
+        "two-hops",
+        "Switchyard, two hops (machine: m1)",
+        "2 hops",
+        m0.proxy_target(),
+        vec![("machine".into(), machines[1].name.clone())],
+    );
+    two_hops.backend_pid = b1;
     let mut out = vec![
         direct,
         unary(
@@ -319,13 +348,7 @@ fn scenarios(
             m0.proxy_target(),
             vec![],
         ),
-        unary(
-            "two-hops",
-            "Switchyard, two hops (machine: m1)",
-            "2 hops",
-            m0.proxy_target(),
-            vec![("machine".into(), machines[1].name.clone())],
-        ),
+        two_hops,
     ];
     if let Some(nginx) = extras.nginx {
         let mut s = unary(
@@ -335,7 +358,7 @@ fn scenarios(
             nginx.target(),
             vec![],
         );
-        s.entry_pid = None;
+        s.entry_pid = Some(nginx.pid());
         out.push(s);
     }
     if let Some(metrics) = extras.metrics {
@@ -359,6 +382,7 @@ fn scenarios(
             vec![("machine".into(), tls[1].name.clone())],
         );
         s.entry_pid = Some(tls[0].daemon.pid());
+        s.backend_pid = b1;
         s.tls = Some(files.clone());
         out.push(s);
     }
@@ -407,6 +431,7 @@ fn scenarios(
         target,
         metadata,
         entry_pid: m0_pid,
+        backend_pid: b0,
         tls: None,
     };
     let mut stream_direct = streamed(
@@ -426,13 +451,15 @@ fn scenarios(
         vec![],
     ));
     if !quick {
-        out.push(streamed(
+        let mut s = streamed(
             "stream-two-hops",
             "stream, Switchyard two hops",
             "2 hops",
             m0.proxy_target(),
             vec![("machine".into(), machines[1].name.clone())],
-        ));
+        );
+        s.backend_pid = b1;
+        out.push(s);
     }
     out
 }
@@ -543,7 +570,7 @@ fn medians(runs: &[Report]) -> Figures {
         p99_us: m(|r| r.p99_us),
         mb_per_s: m(|r| r.mb_per_s),
         errors: runs.iter().map(|r| r.errors).sum(),
-        daemon_cpu_us: 0.0,
+        cpu: CallCpu::default(),
     }
 }
 
@@ -645,7 +672,7 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                 concurrency: c,
                 runs: Vec::new(),
                 foreign: Vec::new(),
-                daemon_cpu_us: Vec::new(),
+                cpu: Vec::new(),
                 median: Figures::default(),
             })
         })
@@ -674,8 +701,8 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                 quiet::wait_quiet(QUIET, bound);
                 quiet_budget = quiet_budget.saturating_sub(waited.elapsed());
                 let before = quiet::sample();
-                let entry = outcome.scenario.entry_pid;
-                let cpu_before = entry.and_then(sysinfo::cpu_seconds);
+                let pids = [outcome.scenario.entry_pid, outcome.scenario.backend_pid];
+                let cpu_before = pids.map(|pid| pid.and_then(sysinfo::tree_cpu_seconds));
                 let report = run_load(bins, &settings, &outcome.scenario, outcome.concurrency)
                     .with_context(|| {
                         format!(
@@ -683,7 +710,8 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                             outcome.scenario.key, outcome.concurrency
                         )
                     })?;
-                let foreign = quiet::foreign_share(before, quiet::sample(), report.generator_cpu_s);
+                let after = quiet::sample();
+                let foreign = quiet::foreign_share(before, after, report.generator_cpu_s);
                 if foreign > DISTURBED && retries < 2 && !quiet_budget.is_zero() && !quick {
                     retries += 1;
                     eprintln!(
@@ -696,14 +724,28 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                 }
                 // Warm-up calls ran too: count them at the measured rate.
                 let calls = report.calls_per_s * (settings.warmup + settings.duration);
-                let cpu = match (cpu_before, entry.and_then(sysinfo::cpu_seconds)) {
-                    (Some(a), Some(b)) if calls > 0.0 => (b - a) * 1e6 / calls,
-                    _ => 0.0,
+                let per_call = |seconds: f64| {
+                    if calls > 0.0 {
+                        seconds * 1e6 / calls
+                    } else {
+                        0.0
+                    }
+                };
+                let used =
+                    |i: usize| match (cpu_before[i], pids[i].and_then(sysinfo::tree_cpu_seconds)) {
+                        (Some(a), Some(b)) => per_call(b - a),
+                        _ => 0.0,
+                    };
+                let cpu = CallCpu {
+                    proxy_us: used(0),
+                    backend_us: used(1),
+                    generator_us: per_call(report.generator_cpu_s),
+                    idle: quiet::idle_share(before, after),
                 };
                 break (report, foreign, cpu);
             };
             eprintln!(
-                "[{done:>3}/{total}] rep {rep} {:<16} c={:<3} {:>9.0} calls/s  p50 {:>9}  p99 {:>9}  {:>8.1} MB/s  {} error(s)  daemon CPU {:>6.1} µs/call  other CPU {:>3.0}%",
+                "[{done:>3}/{total}] rep {rep} {:<16} c={:<3} {:>9.0} calls/s  p50 {:>9}  p99 {:>9}  {:>8.1} MB/s  {} error(s)  proxy CPU {:>6.1} µs/call  idle {:>3.0}%  other CPU {:>3.0}%",
                 outcome.scenario.key,
                 outcome.concurrency,
                 report.calls_per_s,
@@ -711,17 +753,24 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                 micros(report.p99_us),
                 report.mb_per_s,
                 report.errors,
-                cpu,
+                cpu.proxy_us,
+                cpu.idle * 100.0,
                 foreign * 100.0
             );
             outcome.runs.push(report);
             outcome.foreign.push(foreign);
-            outcome.daemon_cpu_us.push(cpu);
+            outcome.cpu.push(cpu);
         }
     }
     for outcome in &mut outcomes {
         outcome.median = medians(&outcome.runs);
-        outcome.median.daemon_cpu_us = median(outcome.daemon_cpu_us.clone());
+        let m = |f: fn(&CallCpu) -> f64| median(outcome.cpu.iter().map(f).collect());
+        outcome.median.cpu = CallCpu {
+            proxy_us: m(|c| c.proxy_us),
+            backend_us: m(|c| c.backend_us),
+            generator_us: m(|c| c.generator_us),
+            idle: m(|c| c.idle),
+        };
     }
     let m0 = machines[0].daemon.pid();
     let loaded_peak_kib = sysinfo::memory_kib(m0).ok().map(|(_, hwm)| hwm);

@@ -369,12 +369,17 @@ pub(crate) fn start_tls_machines(
 pub(crate) struct Nginx {
     pub(crate) port: u16,
     pub(crate) version: String,
-    _proc: Proc,
+    proc: Proc,
 }
 
 impl Nginx {
     pub(crate) fn target(&self) -> Address {
         Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
+    }
+
+    /// The master process, whose children are the workers.
+    pub(crate) fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 }
 
@@ -516,6 +521,6 @@ http {{
     Ok(Nginx {
         port,
         version,
-        _proc: proc,
+        proc,
     })
 }

@@ -1,5 +1,6 @@
 //! What machine the figures were measured on, and when.
 
+use std::collections::HashMap;
 use std::process::Command;
 
 /// The machine, as the performance document describes it.
@@ -80,16 +81,101 @@ pub(crate) fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// CPU time (user + system, every thread) process `pid` has used, in
+/// One process of `/proc`: its parent and the CPU it has used (user +
+/// system, every thread), in clock ticks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcessCpu {
+    pub(crate) pid: u32,
+    pub(crate) parent: u32,
+    pub(crate) ticks: u64,
+}
+
+/// Every process now.
+pub(crate) fn processes() -> Vec<ProcessCpu> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // Fields after the command (which may hold spaces) and its `)`:
+            // ppid is field 4 of stat(5), utime and stime 14 and 15.
+            let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            Some(ProcessCpu {
+                pid,
+                parent: num(1) as u32,
+                ticks: num(11) + num(12),
+            })
+        })
+        .collect()
+}
+
+/// Clock ticks of the processes of `table` that are `root` or descend from it.
+pub(crate) fn tree_ticks(table: &[ProcessCpu], root: u32) -> u64 {
+    let parent: HashMap<u32, u32> = table.iter().map(|p| (p.pid, p.parent)).collect();
+    let in_tree = |mut pid: u32| {
+        for _ in 0..64 {
+            if pid == root {
+                return true;
+            }
+            match parent.get(&pid) {
+                Some(&p) if p > 1 => pid = p,
+                _ => return false,
+            }
+        }
+        false
+    };
+    table
+        .iter()
+        .filter(|p| in_tree(p.pid))
+        .map(|p| p.ticks)
+        .sum()
+}
+
+/// CPU time process `pid` and its children (nginx's workers) have used, in
 /// seconds; `None` once it is gone.
-pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces) and its `)`.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / CLOCK_TICKS)
+pub(crate) fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let table = processes();
+    table
+        .iter()
+        .any(|p| p.pid == pid)
+        .then(|| tree_ticks(&table, pid) as f64 / CLOCK_TICKS)
 }
 
 /// `sysconf(_SC_CLK_TCK)`: 100 on every Linux configuration in use.
-const CLOCK_TICKS: f64 = 100.0;
+pub(crate) const CLOCK_TICKS: f64 = 100.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_counts_its_root_and_every_descendant_only() {
+        let p = |pid, parent, ticks| ProcessCpu { pid, parent, ticks };
+        // 10 → 11 → 12 is the tree; 20 is its sibling under 1, 13 under 20.
+        let table = [
+            p(1, 0, 1000),
+            p(10, 1, 5),
+            p(11, 10, 7),
+            p(12, 11, 11),
+            p(20, 1, 100),
+            p(13, 20, 200),
+        ];
+        assert_eq!(tree_ticks(&table, 10), 5 + 7 + 11);
+        assert_eq!(tree_ticks(&table, 11), 7 + 11);
+        assert_eq!(tree_ticks(&table, 20), 100 + 200);
+        assert_eq!(tree_ticks(&table, 99), 0);
+    }
+
+    #[test]
+    fn this_process_is_found_with_its_cpu() {
+        let table = processes();
+        let me = std::process::id();
+        assert!(table.iter().any(|p| p.pid == me));
+        assert!(tree_cpu_seconds(me).is_some());
+        assert_eq!(tree_cpu_seconds(u32::MAX), None);
+    }
+}
