@@ -15,6 +15,8 @@
 //! - [`report`]: the figures of one run, as a table and as one JSON line;
 //! - [`backend`]: the sample backend (the testkit's `TestService` and
 //!   `MultiService`) served on a Unix socket, as its own process;
+//! - [`relay`]: a bare HTTP/2 relay on `h2`, the suite's floor for what
+//!   any proxy hop costs here;
 //! - [`suite`]: the whole benchmark: processes, scenarios, medians,
 //!   `docs/PERFORMANCE.md` and its chart.
 
@@ -26,6 +28,7 @@
 pub mod backend;
 pub mod client;
 pub mod load;
+pub mod relay;
 pub mod report;
 pub mod suite;
 

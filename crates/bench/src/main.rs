@@ -29,6 +29,9 @@ enum Command {
     Suite(SuiteArgs),
     /// Serve the sample backend (TestService, MultiService) on a Unix socket.
     Backend(BackendArgs),
+    /// Relay HTTP/2 from a TCP port to a backend's Unix socket with nothing
+    /// else (the suite's floor; not a proxy to deploy).
+    Relay(RelayArgs),
 }
 
 /// Output of a load run.
@@ -112,6 +115,19 @@ struct BackendArgs {
     /// Server name put in every reply.
     #[arg(long, default_value = "backend")]
     name: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct RelayArgs {
+    /// TCP address to listen on, e.g. `[::1]:7000`.
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// The backend's Unix socket.
+    #[arg(long)]
+    backend: PathBuf,
+    /// The HTTP/2 implementation to relay with.
+    #[arg(long, value_enum, default_value = "h2")]
+    stack: switchyard_bench::relay::Stack,
 }
 
 fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
@@ -227,6 +243,14 @@ fn main() -> ExitCode {
         Command::Load(args) => load(args),
         Command::Suite(args) => switchyard_bench::suite::run(args),
         Command::Backend(args) => backend(args),
+        Command::Relay(args) => runtime(1).and_then(|rt| {
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", args.listen))?;
+                switchyard_bench::relay::run(listener, &args.backend, args.stack).await
+            })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

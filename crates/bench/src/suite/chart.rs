@@ -11,6 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use super::doc::LOCAL_C32_GOAL;
 use super::{CONCURRENCY, Group, Results};
 
 const FONT: &str = "sans-serif";
@@ -372,7 +373,7 @@ pub(crate) fn draw(r: &Results, path: &Path) -> anyhow::Result<()> {
                 })
                 .collect(),
         }],
-        Some((0.6, "local target 0.60×")),
+        Some((LOCAL_C32_GOAL, &format!("local goal {LOCAL_C32_GOAL:.2}×"))),
     )?;
     root.present().map_err(err)?;
     Ok(())

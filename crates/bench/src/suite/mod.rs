@@ -13,6 +13,7 @@
 //! | `local` | generator → Switchyard m0 → backend m0 (no metadata: one-to-one) |
 //! | `two-hops` | generator → Switchyard m0 → Switchyard m1 → backend m1 (`machine: m1`) |
 //! | `nginx` | generator → nginx `grpc_pass` → backend m0 |
+//! | `relay-h2`, `relay-hyper` | generator → bare relay (`switchyard-bench relay`) on h2 or on hyper → backend m0: what any HTTP/2 hop, and hyper's layers, cost |
 //! | `local-metrics` | as `local`, through a daemon that serves metrics (records every call) |
 //! | `fanout-N` | generator → Switchyard m0 → m0…m(N-1) (`machines: m0 … m(N-1)`) |
 //! | `two-hops-tls`, `fanout-N-tls` | as their plaintext twins, every hop mutual TLS (daemons `t0…`) |
@@ -33,6 +34,7 @@ mod quiet;
 mod rss;
 mod sysinfo;
 
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -227,6 +229,8 @@ const QUIET_BUDGET: Duration = Duration::from_secs(600);
 /// A run during which other processes used more than this share of the
 /// machine is measured again (twice at most).
 const DISTURBED: f64 = 0.10;
+/// The stacks of the bare relays (`switchyard-bench relay --stack`).
+const RELAYS: [&str; 2] = ["h2", "hyper"];
 /// Fan-out widths.
 const FANOUT_FULL: [usize; 5] = [1, 3, 4, 8, 16];
 const FANOUT_QUICK: [usize; 2] = [1, 3];
@@ -288,6 +292,8 @@ fn binaries(args: &SuiteArgs) -> anyhow::Result<Binaries> {
 /// The daemons a run drives, besides the machines.
 struct Extras<'a> {
     nginx: Option<&'a procs::Nginx>,
+    /// The bare relays (`h2`, then `hyper`) and their ports.
+    relays: &'a [(procs::Proc, u16)],
     metrics: Option<&'a Variant>,
     tls: Option<(&'a [Variant], &'a Certs)>,
 }
@@ -359,6 +365,17 @@ fn scenarios(
             vec![],
         );
         s.entry_pid = Some(nginx.pid());
+        out.push(s);
+    }
+    for ((relay, port), stack) in extras.relays.iter().zip(RELAYS) {
+        let mut s = unary(
+            &format!("relay-{stack}"),
+            &format!("bare {stack} relay (no proxy logic)"),
+            stack,
+            Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, *port))),
+            vec![],
+        );
+        s.entry_pid = Some(relay.pid());
         out.push(s);
     }
     if let Some(metrics) = extras.metrics {
@@ -645,6 +662,11 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
         (None, Err(why)) => Err(why),
     };
 
+    let mut relays = Vec::new();
+    for (stack, port) in RELAYS.iter().zip(procs::free_ports(RELAYS.len())?) {
+        let relay = procs::start_relay(bins, dir, &machines[0].socket, stack, port)?;
+        relays.push((relay, port));
+    }
     let mut metrics = procs::start_metrics_daemon(bins, dir, &machines[0])?;
     let tls_count = if quick { TLS_QUICK } else { TLS_FULL }.min(machines.len());
     let (mut tls, certs) = procs::start_tls_machines(bins, dir, &machines, tls_count)?;
@@ -654,6 +676,7 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
         .map(|(rss, _)| rss);
     let extras = Extras {
         nginx: nginx.as_ref(),
+        relays: &relays,
         metrics: Some(&metrics),
         tls: Some((&tls, &certs)),
     };
@@ -692,6 +715,9 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
             }
             for v in std::iter::once(&mut metrics).chain(&mut tls) {
                 v.daemon.check_alive()?;
+            }
+            for (relay, _) in &mut relays {
+                relay.check_alive()?;
             }
             done += 1;
             let mut retries = 0;

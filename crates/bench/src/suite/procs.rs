@@ -178,6 +178,28 @@ pub(crate) fn start_backend(
     Ok(proc)
 }
 
+/// Starts a bare relay on `stack` on `[::1]:port` in front of the backend on
+/// `socket`.
+pub(crate) fn start_relay(
+    bins: &Binaries,
+    dir: &Path,
+    socket: &Path,
+    stack: &str,
+    port: u16,
+) -> anyhow::Result<Proc> {
+    let mut command = Command::new(&bins.bench);
+    command
+        .arg("relay")
+        .arg("--listen")
+        .arg(format!("[::1]:{port}"))
+        .arg("--backend")
+        .arg(socket)
+        .args(["--stack", stack]);
+    let mut proc = Proc::spawn(&format!("relay-{stack}"), dir, command)?;
+    proc.wait_ready(&Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
+    Ok(proc)
+}
+
 /// Writes the config of a daemon listening on `[::1]:port` for the backend
 /// on `socket`, with `registry` as its `[[machines]]` and `extra` (TOML
 /// keys, then tables) in between, and starts it.
