@@ -196,12 +196,12 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 
 /// The entry proxy's CPU per call, when measured.
 fn cpu(f: Option<Figures>) -> String {
-    per_call(f.map(|f| f.cpu.proxy_us))
+    per_call(f.map_or(0.0, |f| f.cpu.proxy_us))
 }
 
-/// A CPU time per call, when measured.
-fn per_call(us: Option<f64>) -> String {
-    opt(us.filter(|us| *us > 0.0), micros)
+/// A CPU time per call, when measured (0: not measured).
+fn per_call(us: f64) -> String {
+    opt((us > 0.0).then_some(us), micros)
 }
 
 /// What a call may cost for `key` to reach `goal` × direct at c=32.
@@ -257,9 +257,9 @@ fn where_the_cpu_goes(w: &mut String, r: &Results) {
             "| {} | {} | {} | {} | {} | {} | {:.0} % |",
             o.scenario.label,
             o.concurrency,
-            per_call(Some(c.generator_us)),
-            per_call(Some(c.proxy_us)),
-            per_call(Some(c.backend_us)),
+            per_call(c.generator_us),
+            per_call(c.proxy_us),
+            per_call(c.backend_us),
             micros(c.generator_us + c.proxy_us + c.backend_us),
             c.idle * 100.0
         );
@@ -635,7 +635,7 @@ fn generated(r: &Results, chart: &str) -> String {
             o.runs.iter().map(|r| r.errors).sum::<u64>(),
             o.cpu
                 .iter()
-                .map(|c| per_call(Some(c.proxy_us)))
+                .map(|c| per_call(c.proxy_us))
                 .collect::<Vec<_>>()
                 .join(" / "),
             o.cpu

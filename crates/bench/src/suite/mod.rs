@@ -34,7 +34,6 @@ mod quiet;
 mod rss;
 mod sysinfo;
 
-use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -292,8 +291,7 @@ fn binaries(args: &SuiteArgs) -> anyhow::Result<Binaries> {
 /// The daemons a run drives, besides the machines.
 struct Extras<'a> {
     nginx: Option<&'a procs::Nginx>,
-    /// The bare relays (`h2`, then `hyper`) and their ports.
-    relays: &'a [(procs::Proc, u16)],
+    relays: &'a [procs::Relay],
     metrics: Option<&'a Variant>,
     tls: Option<(&'a [Variant], &'a Certs)>,
 }
@@ -367,15 +365,15 @@ fn scenarios(
         s.entry_pid = Some(nginx.pid());
         out.push(s);
     }
-    for ((relay, port), stack) in extras.relays.iter().zip(RELAYS) {
+    for relay in extras.relays {
         let mut s = unary(
-            &format!("relay-{stack}"),
-            &format!("bare {stack} relay (no proxy logic)"),
-            stack,
-            Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, *port))),
+            &format!("relay-{}", relay.stack),
+            &format!("bare {} relay (no proxy logic)", relay.stack),
+            relay.stack,
+            procs::loopback(relay.port),
             vec![],
         );
-        s.entry_pid = Some(relay.pid());
+        s.entry_pid = Some(relay.proc.pid());
         out.push(s);
     }
     if let Some(metrics) = extras.metrics {
@@ -579,15 +577,21 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn medians(runs: &[Report]) -> Figures {
+fn medians(runs: &[Report], cpu: &[CallCpu]) -> Figures {
     let m = |f: fn(&Report) -> f64| median(runs.iter().map(f).collect());
+    let c = |f: fn(&CallCpu) -> f64| median(cpu.iter().map(f).collect());
     Figures {
         calls_per_s: m(|r| r.calls_per_s),
         p50_us: m(|r| r.p50_us),
         p99_us: m(|r| r.p99_us),
         mb_per_s: m(|r| r.mb_per_s),
         errors: runs.iter().map(|r| r.errors).sum(),
-        cpu: CallCpu::default(),
+        cpu: CallCpu {
+            proxy_us: c(|c| c.proxy_us),
+            backend_us: c(|c| c.backend_us),
+            generator_us: c(|c| c.generator_us),
+            idle: c(|c| c.idle),
+        },
     }
 }
 
@@ -663,9 +667,14 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
     };
 
     let mut relays = Vec::new();
-    for (stack, port) in RELAYS.iter().zip(procs::free_ports(RELAYS.len())?) {
-        let relay = procs::start_relay(bins, dir, &machines[0].socket, stack, port)?;
-        relays.push((relay, port));
+    for (stack, port) in RELAYS.into_iter().zip(procs::free_ports(RELAYS.len())?) {
+        relays.push(procs::start_relay(
+            bins,
+            dir,
+            &machines[0].socket,
+            stack,
+            port,
+        )?);
     }
     let mut metrics = procs::start_metrics_daemon(bins, dir, &machines[0])?;
     let tls_count = if quick { TLS_QUICK } else { TLS_FULL }.min(machines.len());
@@ -716,8 +725,8 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
             for v in std::iter::once(&mut metrics).chain(&mut tls) {
                 v.daemon.check_alive()?;
             }
-            for (relay, _) in &mut relays {
-                relay.check_alive()?;
+            for relay in &mut relays {
+                relay.proc.check_alive()?;
             }
             done += 1;
             let mut retries = 0;
@@ -728,7 +737,7 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                 quiet_budget = quiet_budget.saturating_sub(waited.elapsed());
                 let before = quiet::sample();
                 let pids = [outcome.scenario.entry_pid, outcome.scenario.backend_pid];
-                let cpu_before = pids.map(|pid| pid.and_then(sysinfo::tree_cpu_seconds));
+                let cpu_before = sysinfo::trees_cpu_seconds(pids);
                 let report = run_load(bins, &settings, &outcome.scenario, outcome.concurrency)
                     .with_context(|| {
                         format!(
@@ -757,11 +766,11 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
                         0.0
                     }
                 };
-                let used =
-                    |i: usize| match (cpu_before[i], pids[i].and_then(sysinfo::tree_cpu_seconds)) {
-                        (Some(a), Some(b)) => per_call(b - a),
-                        _ => 0.0,
-                    };
+                let cpu_after = sysinfo::trees_cpu_seconds(pids);
+                let used = |i: usize| match (cpu_before[i], cpu_after[i]) {
+                    (Some(a), Some(b)) => per_call(b - a),
+                    _ => 0.0,
+                };
                 let cpu = CallCpu {
                     proxy_us: used(0),
                     backend_us: used(1),
@@ -789,14 +798,7 @@ fn run_in(args: &SuiteArgs, bins: &Binaries, dir: &Path, started: Instant) -> an
         }
     }
     for outcome in &mut outcomes {
-        outcome.median = medians(&outcome.runs);
-        let m = |f: fn(&CallCpu) -> f64| median(outcome.cpu.iter().map(f).collect());
-        outcome.median.cpu = CallCpu {
-            proxy_us: m(|c| c.proxy_us),
-            backend_us: m(|c| c.backend_us),
-            generator_us: m(|c| c.generator_us),
-            idle: m(|c| c.idle),
-        };
+        outcome.median = medians(&outcome.runs, &outcome.cpu);
     }
     let m0 = machines[0].daemon.pid();
     let loaded_peak_kib = sysinfo::memory_kib(m0).ok().map(|(_, hwm)| hwm);

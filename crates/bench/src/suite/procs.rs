@@ -152,7 +152,7 @@ pub(crate) struct Machine {
 
 impl Machine {
     pub(crate) fn proxy_target(&self) -> Address {
-        Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
+        loopback(self.port)
     }
 
     pub(crate) fn backend_target(&self) -> Address {
@@ -178,15 +178,29 @@ pub(crate) fn start_backend(
     Ok(proc)
 }
 
+/// `[::1]:port`, where every process of the suite listens on TCP.
+pub(crate) fn loopback(port: u16) -> Address {
+    Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
+}
+
+/// A bare relay (`switchyard-bench relay`) in front of a backend.
+#[derive(Debug)]
+pub(crate) struct Relay {
+    /// Its `--stack`.
+    pub(crate) stack: &'static str,
+    pub(crate) port: u16,
+    pub(crate) proc: Proc,
+}
+
 /// Starts a bare relay on `stack` on `[::1]:port` in front of the backend on
 /// `socket`.
 pub(crate) fn start_relay(
     bins: &Binaries,
     dir: &Path,
     socket: &Path,
-    stack: &str,
+    stack: &'static str,
     port: u16,
-) -> anyhow::Result<Proc> {
+) -> anyhow::Result<Relay> {
     let mut command = Command::new(&bins.bench);
     command
         .arg("relay")
@@ -196,8 +210,8 @@ pub(crate) fn start_relay(
         .arg(socket)
         .args(["--stack", stack]);
     let mut proc = Proc::spawn(&format!("relay-{stack}"), dir, command)?;
-    proc.wait_ready(&Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
-    Ok(proc)
+    proc.wait_ready(&loopback(port))?;
+    Ok(Relay { stack, port, proc })
 }
 
 /// Writes the config of a daemon listening on `[::1]:port` for the backend
@@ -235,7 +249,7 @@ pub(crate) fn start_daemon(
     command.arg("serve").arg("--config").arg(&config);
     command.env("RUST_LOG", "warn");
     let mut proc = Proc::spawn(&format!("switchyard-{name}"), dir, command)?;
-    proc.wait_ready(&Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
+    proc.wait_ready(&loopback(port))?;
     Ok(proc)
 }
 
@@ -281,7 +295,7 @@ pub(crate) struct Variant {
 
 impl Variant {
     pub(crate) fn target(&self) -> Address {
-        Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
+        loopback(self.port)
     }
 }
 
@@ -396,7 +410,7 @@ pub(crate) struct Nginx {
 
 impl Nginx {
     pub(crate) fn target(&self) -> Address {
-        Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, self.port)))
+        loopback(self.port)
     }
 
     /// The master process, whose children are the workers.
@@ -539,7 +553,7 @@ http {{
         .arg("-e")
         .arg(prefix.join("error.log"));
     let mut proc = Proc::spawn("nginx", dir, command)?;
-    proc.wait_ready(&Address::Tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, port))))?;
+    proc.wait_ready(&loopback(port))?;
     Ok(Nginx {
         port,
         version,

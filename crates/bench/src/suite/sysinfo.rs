@@ -135,14 +135,17 @@ pub(crate) fn tree_ticks(table: &[ProcessCpu], root: u32) -> u64 {
         .sum()
 }
 
-/// CPU time process `pid` and its children (nginx's workers) have used, in
-/// seconds; `None` once it is gone.
-pub(crate) fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU time each of `pids` and its children (nginx's workers) have used,
+/// in seconds, from one read of `/proc`; `None` for a process that is gone.
+pub(crate) fn trees_cpu_seconds<const N: usize>(pids: [Option<u32>; N]) -> [Option<f64>; N] {
     let table = processes();
-    table
-        .iter()
-        .any(|p| p.pid == pid)
-        .then(|| tree_ticks(&table, pid) as f64 / CLOCK_TICKS)
+    pids.map(|pid| {
+        let pid = pid?;
+        table
+            .iter()
+            .any(|p| p.pid == pid)
+            .then(|| tree_ticks(&table, pid) as f64 / CLOCK_TICKS)
+    })
 }
 
 /// `sysconf(_SC_CLK_TCK)`: 100 on every Linux configuration in use.
@@ -175,7 +178,9 @@ mod tests {
         let table = processes();
         let me = std::process::id();
         assert!(table.iter().any(|p| p.pid == me));
-        assert!(tree_cpu_seconds(me).is_some());
-        assert_eq!(tree_cpu_seconds(u32::MAX), None);
+        let [mine, gone, none] = trees_cpu_seconds([Some(me), Some(u32::MAX), None]);
+        assert!(mine.is_some());
+        assert_eq!(gone, None);
+        assert_eq!(none, None);
     }
 }
