@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the pure functions on Switchyard's data
 //! path: gRPC frame parsing over chunked input (as HTTP/2 DATA frames arrive),
 //! tagging fan-out replies (`tag_reply`), building error entries
-//! (`error_entry`) and merging N machines' replies into one message.
+//! (`error_entry`), merging N machines' replies into one message, and routing
+//! a call by its metadata (`route_metadata`, run on every call).
 //!
 //! Run with `cargo bench -p switchyard-bench` (add `-- --quick` for a fast pass).
 
@@ -9,8 +10,9 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue};
 use prost::Message;
-use switchyard_director::{MachineInfo, MachineTag, pb};
+use switchyard_director::{DirectorOptions, MachineDirector, MachineInfo, MachineTag, pb};
 use switchyard_engine::ReplyShape;
 use switchyard_engine::codec::frame::{FrameDecoder, FrameHeader, FrameScanner, encode_message};
 use switchyard_testkit::pb::{MultiPingReply, MultiPingResponse};
@@ -200,5 +202,52 @@ fn merge(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames, tagging, merge);
+/// Request metadata as gRPC clients send it, plus `extra`.
+fn metadata(extra: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("user-agent", "grpc-go/1.70.0"),
+        ("grpc-accept-encoding", "identity,deflate,gzip"),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        headers.append(*name, HeaderValue::from_static(value));
+    }
+    headers
+}
+
+fn routing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_metadata");
+    // Nothing is dialled: routing only picks backends.
+    let director = MachineDirector::new("/nonexistent/sy.sock", 51000, DirectorOptions::default());
+    for (name, headers) in [
+        ("local", metadata(&[])),
+        (
+            "forwarded",
+            metadata(&[
+                ("machine", "fd00::2"),
+                ("proxy-authority", "[fd00::1]:51000"),
+            ]),
+        ),
+        ("machine", metadata(&[("machine", "fd00::2")])),
+        (
+            "machines-4",
+            metadata(&[("machines", "fd00::2,fd00::3,fd00::4,fd00::5")]),
+        ),
+    ] {
+        group.bench_with_input(BenchmarkId::from_parameter(name), &headers, |b, headers| {
+            b.iter(|| {
+                director
+                    .route_metadata("/pkg.Service/Method", headers)
+                    .expect("routed")
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frames, tagging, merge, routing);
 criterion_main!(benches);

@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use switchyard_engine::log_limit::LogLimit;
 use switchyard_engine::{Peer, PeerAddr};
 use tonic::Status;
@@ -30,7 +30,7 @@ use crate::identity::Identity;
 use crate::remote::PROXY_AUTHORITY;
 
 /// Metadata carrying the original caller's roles from machine to machine.
-pub const ROLES_HEADER: &str = "switchyard-roles";
+pub const ROLES_HEADER: HeaderName = HeaderName::from_static("switchyard-roles");
 
 /// Most roles one caller is granted from a forwarded header.
 const MAX_ROLES: usize = 64;

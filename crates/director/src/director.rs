@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use futures_util::future::BoxFuture;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use ipnet::Ipv6Net;
 use switchyard_engine::{Backend, ChannelConfig, ChannelState, Director, Mode, ReplyShape, Route};
 use tonic::Status;
@@ -56,9 +56,9 @@ use crate::tag::MachineInfo;
 pub const DEFAULT_REMOTE_PORT: u16 = 51000;
 
 /// Metadata key for fan-out: one or more machines.
-pub const MACHINES: &str = "machines";
+pub const MACHINES: HeaderName = HeaderName::from_static("machines");
 /// Metadata key for an explicit single target.
-pub const MACHINE: &str = "machine";
+pub const MACHINE: HeaderName = HeaderName::from_static("machine");
 
 /// Optional settings of a [`MachineDirector`].
 #[derive(Debug, Clone)]
@@ -396,23 +396,24 @@ impl MachineDirector {
         if state.closed {
             return Err(Status::unavailable("the machine director is closed"));
         }
-        if headers.contains_key(PROXY_AUTHORITY) {
-            return Ok(self.local_route());
-        }
-        let key = match (
+        let (many, one) = (
             headers.contains_key(MACHINES),
             headers.contains_key(MACHINE),
-        ) {
-            (false, false) => return Ok(self.local_route()),
+        );
+        // A call another machine forwarded is for this one, whatever it names.
+        if !(many || one) || headers.contains_key(PROXY_AUTHORITY) {
+            return Ok(self.local_route());
+        }
+        let key = match (many, one) {
             (true, true) => {
                 return Err(Status::invalid_argument(format!(
                     "both {MACHINE:?} and {MACHINES:?} metadata are set: use {MACHINE:?} for exactly one machine, {MACHINES:?} for fan-out"
                 )));
             }
             (true, false) => MACHINES,
-            (false, true) => MACHINE,
+            _ => MACHINE,
         };
-        let values = metadata_values(headers, key)?;
+        let values = metadata_values(headers, &key)?;
         if key == MACHINE && values.len() != 1 {
             return Err(Status::invalid_argument(format!(
                 "{MACHINE:?} metadata must name exactly one machine, got {}: {}; use {MACHINES:?} for fan-out",
@@ -564,7 +565,7 @@ impl MachineDirector {
 }
 
 /// Every value of `key`: repeated entries, each split on `,` and trimmed.
-fn metadata_values<'h>(headers: &'h HeaderMap, key: &str) -> Result<Vec<&'h str>, Status> {
+fn metadata_values<'h>(headers: &'h HeaderMap, key: &HeaderName) -> Result<Vec<&'h str>, Status> {
     let mut values = Vec::new();
     for raw in headers.get_all(key) {
         let text = std::str::from_utf8(raw.as_bytes()).map_err(|_| {

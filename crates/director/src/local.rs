@@ -94,11 +94,11 @@ impl Backend for LocalBackend {
     /// The request metadata reaches the local server as the client sent it.
     fn connect<'a>(
         &'a self,
-        request: &'a http::request::Parts,
+        _request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Upstream, Status>> {
         Box::pin(async move {
             self.channel
-                .upstream(request.headers.clone())
+                .upstream(None)
                 .await
                 .map_err(|err| {
                     tracing::debug!(socket = %self.socket_path.display(), error = %err, "local gRPC server unreachable");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use switchyard_engine::{
     Address, Backend, BoxError, Channel, ChannelConfig, ChannelState, ConnectError, ReplyShape,
     Upstream,
@@ -26,7 +26,7 @@ use crate::director::{MACHINE, MACHINES};
 use crate::tag::{MachineInfo, MachineTag};
 
 /// Metadata key recording that a call was forwarded once, and by which authority.
-pub const PROXY_AUTHORITY: &str = "proxy-authority";
+pub const PROXY_AUTHORITY: HeaderName = HeaderName::from_static("proxy-authority");
 
 /// Forwards calls to the Switchyard of another machine (the Go reference's
 /// `RemoteBackend`).
@@ -131,7 +131,7 @@ impl Backend for RemoteBackend {
     ) -> BoxFuture<'a, Result<Upstream, Status>> {
         Box::pin(async move {
             self.channel
-                .upstream(forwarded_headers(request))
+                .upstream(Some(forwarded_headers(request)))
                 .await
                 .map_err(|err| {
                     // The detail (OS errors, timeouts) is logged by the

@@ -28,7 +28,8 @@ pub enum ReplyShape {
 /// backend decides which connection to use and which request metadata is
 /// forwarded or rewritten. `Display` names the backend in errors and logs.
 pub trait Backend: fmt::Display + fmt::Debug + Send + Sync + 'static {
-    /// An HTTP/2 connection for this call plus the request headers to send.
+    /// An HTTP/2 connection for this call, plus the request headers to send
+    /// if the backend rewrites the caller's ([`Upstream::headers`]).
     ///
     /// `request` is the incoming request head (method path, authority,
     /// metadata). The returned error reaches the client (one-to-one) or
@@ -83,11 +84,11 @@ impl fmt::Display for ChannelBackend {
 impl Backend for ChannelBackend {
     fn connect<'a>(
         &'a self,
-        request: &'a http::request::Parts,
+        _request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Upstream, Status>> {
         Box::pin(async move {
             self.channel
-                .upstream(request.headers.clone())
+                .upstream(None)
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))
         })

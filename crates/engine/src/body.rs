@@ -21,6 +21,7 @@ use tonic::{Code, Status};
 use crate::backend::Backend;
 use crate::director::Mode;
 use crate::fan_out::StreamedBody;
+use crate::names::GRPC_STATUS;
 use crate::observe::{CallEnd, CallStart, LegEnd, SharedObserver};
 use crate::passthrough::PassthroughBody;
 use crate::peer::Peer;
@@ -85,7 +86,7 @@ impl ResponseBody {
 
 /// The `grpc-status` of `headers`, if any.
 fn grpc_code(headers: &HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
+    let value = headers.get(GRPC_STATUS)?.to_str().ok()?;
     Some(Code::from_i32(value.parse().ok()?))
 }
 

@@ -224,8 +224,9 @@ impl Channel {
         }
     }
 
-    /// An [`Upstream`] for one call on this channel, sending `headers`.
-    pub async fn upstream(&self, headers: HeaderMap) -> Result<Upstream, ConnectError> {
+    /// An [`Upstream`] for one call on this channel, sending `headers`
+    /// (`None`: the caller's).
+    pub async fn upstream(&self, headers: Option<HeaderMap>) -> Result<Upstream, ConnectError> {
         Ok(Upstream {
             connection: self.connection().await?,
             scheme: if self.inner.config.tls.is_some() && self.inner.peer.is_some() {

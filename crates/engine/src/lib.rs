@@ -48,6 +48,7 @@ pub mod director;
 mod fan_out;
 mod handshake;
 pub mod log_limit;
+mod names;
 pub mod observe;
 mod one_to_one;
 mod passthrough;

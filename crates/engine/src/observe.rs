@@ -17,6 +17,14 @@ use crate::peer::{Peer, PeerAddr};
 
 /// Receives the engine's reports.
 pub trait Observer: Send + Sync + 'static {
+    /// Whether calls that start now are reported. When `false`, the engine
+    /// keeps no record of them: no [`call_started`](Self::call_started),
+    /// [`call_ended`](Self::call_ended) or [`leg_ended`](Self::leg_ended)
+    /// for them, and nothing allocated. Asked once per call.
+    fn observes_calls(&self) -> bool {
+        true
+    }
+
     /// A call was routed and starts.
     fn call_started(&self, call: &CallStart<'_>) {
         let _ = call;

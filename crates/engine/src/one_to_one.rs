@@ -13,6 +13,7 @@ use tonic::Status;
 
 use crate::backend::Backend;
 use crate::config::ProxyConfig;
+use crate::names::GRPC_STATUS;
 use crate::passthrough::{Live, PassthroughBody, RequestBody};
 use crate::upstream::UpstreamBody;
 use crate::{BoxError, upstream};
@@ -21,7 +22,7 @@ use crate::{BoxError, upstream};
 pub(crate) async fn forward<B>(
     config: &ProxyConfig,
     backend: Arc<dyn Backend>,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: B,
     deadline: Option<Instant>,
     bytes_in: Option<Arc<AtomicU64>>,
@@ -44,6 +45,7 @@ where
         let path = parts.uri.path_and_query().expect("checked gRPC path");
         let (connection, request) = upstream::request(
             upstream,
+            || std::mem::take(&mut parts.headers),
             path,
             deadline,
             false,
@@ -72,7 +74,7 @@ where
         Err(status) => return Err(failure.get().cloned().unwrap_or(status)),
     };
     let (head, inner) = response.into_parts();
-    let trailers_only = head.headers.contains_key("grpc-status");
+    let trailers_only = head.headers.contains_key(GRPC_STATUS);
     let live = Live {
         inner,
         deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),

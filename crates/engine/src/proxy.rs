@@ -20,6 +20,7 @@ use crate::codec::timeout;
 use crate::config::ProxyConfig;
 use crate::director::{Director, Mode, Route};
 use crate::fan_out::{self, Answer};
+use crate::names::GRPC_TIMEOUT;
 use crate::{BoxError, one_to_one};
 
 /// A gRPC proxy for any method, as a `tower::Service`.
@@ -76,10 +77,11 @@ impl TransparentProxy {
         if let Some(rejection) = reject_non_grpc(&parts) {
             return rejection;
         }
-        let Some(observer) = self.shared.config.observer.clone() else {
-            return self.forward(parts, body, None).await;
+        let observer = match &self.shared.config.observer {
+            Some(observer) if observer.observes_calls() => observer,
+            _ => return self.forward(parts, body, None).await,
         };
-        let mut record = Record::new(observer, &parts, started);
+        let mut record = Record::new(observer.clone(), &parts, started);
         let response = self.forward(parts, body, Some(&mut record)).await;
         ResponseBody::recorded(response, record)
     }
@@ -232,7 +234,7 @@ fn reject_non_grpc(parts: &http::request::Parts) -> Option<Response<ResponseBody
 
 fn deadline(headers: &HeaderMap) -> Result<Option<Instant>, Status> {
     headers
-        .get("grpc-timeout")
+        .get(GRPC_TIMEOUT)
         .map(|value| {
             timeout::parse(value.as_bytes())
                 .map(|d| Instant::now() + d)

@@ -250,55 +250,53 @@ impl Serving {
         B::Error: Into<BoxError>,
     {
         let deadline = Instant::now() + self.handshake_timeout;
-        let evicted = ticket.evicted.clone();
-        let serve = async {
-            match (io, &self.tls) {
-                (Accepted::Tcp(tcp), Some(tls)) => {
-                    let acceptor = tls.acceptor();
-                    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await
-                    {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(err)) => {
-                            tracing::debug!(peer = %addr, error = %err, "TLS handshake refused");
-                            self.report(ConnectionEvent::TlsFailed, &addr);
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(peer = %addr, "TLS handshake timed out");
-                            self.report(ConnectionEvent::HandshakeTimeout, &addr);
-                            return;
-                        }
-                    };
-                    let tls_state = stream.get_ref().1;
-                    if tls_state.alpn_protocol() != Some(ALPN_H2) {
-                        tracing::debug!(peer = %addr, "TLS client did not negotiate h2");
+        match (io, &self.tls) {
+            (Accepted::Tcp(tcp), Some(tls)) => {
+                let acceptor = tls.acceptor();
+                let accepted = tokio::select! {
+                    accepted = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => accepted,
+                    () = ticket.evicted.notified() => return self.evicted(&addr),
+                };
+                let stream = match accepted {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        tracing::debug!(peer = %addr, error = %err, "TLS handshake refused");
                         self.report(ConnectionEvent::TlsFailed, &addr);
                         return;
                     }
-                    let certificates = tls_state.peer_certificates().map(<[_]>::to_vec);
-                    let peer = Arc::new(Peer::new(addr, certificates));
-                    self.http(stream, peer, deadline, &ticket, service, watcher)
-                        .await;
+                    Err(_) => {
+                        tracing::debug!(peer = %addr, "TLS handshake timed out");
+                        self.report(ConnectionEvent::HandshakeTimeout, &addr);
+                        return;
+                    }
+                };
+                let tls_state = stream.get_ref().1;
+                if tls_state.alpn_protocol() != Some(ALPN_H2) {
+                    tracing::debug!(peer = %addr, "TLS client did not negotiate h2");
+                    self.report(ConnectionEvent::TlsFailed, &addr);
+                    return;
                 }
-                (Accepted::Tcp(tcp), None) => {
-                    let peer = Arc::new(Peer::new(addr, None));
-                    self.http(tcp, peer, deadline, &ticket, service, watcher)
-                        .await;
-                }
-                (Accepted::Unix(unix), _) => {
-                    let peer = Arc::new(Peer::new(addr, None));
-                    self.http(unix, peer, deadline, &ticket, service, watcher)
-                        .await;
-                }
+                let certificates = tls_state.peer_certificates().map(<[_]>::to_vec);
+                let peer = Arc::new(Peer::new(addr, certificates));
+                self.http(stream, peer, deadline, &ticket, service, watcher)
+                    .await;
             }
-        };
-        tokio::select! {
-            () = serve => {}
-            () = evicted.notified() => {
-                tracing::debug!(peer = %addr, "connection evicted: still in its handshake at the connection cap");
-                self.report(ConnectionEvent::Evicted, &addr);
+            (Accepted::Tcp(tcp), None) => {
+                let peer = Arc::new(Peer::new(addr, None));
+                self.http(tcp, peer, deadline, &ticket, service, watcher)
+                    .await;
+            }
+            (Accepted::Unix(unix), _) => {
+                let peer = Arc::new(Peer::new(addr, None));
+                self.http(unix, peer, deadline, &ticket, service, watcher)
+                    .await;
             }
         }
+    }
+
+    fn evicted(&self, peer: &PeerAddr) {
+        tracing::debug!(peer = %peer, "connection evicted: still in its handshake at the connection cap");
+        self.report(ConnectionEvent::Evicted, peer);
     }
 
     async fn http<IO, S, B>(
@@ -329,25 +327,27 @@ impl Serving {
             .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let mut conn = std::pin::pin!(watcher.watch(conn));
-        let mut handshake = Some(handshake);
-        loop {
-            tokio::select! {
-                result = &mut conn => {
-                    if let Err(err) = result {
-                        tracing::debug!(peer = %peer.addr, error = %err, "connection ended with an error");
-                        if handshake.is_some() && Instant::now() >= deadline {
-                            self.report(ConnectionEvent::HandshakeTimeout, &peer.addr);
-                        }
-                    }
-                    return;
+        // Until its handshake is over the connection may be evicted; after
+        // it, only the connection itself is polled (it wakes several times
+        // per call).
+        let result = tokio::select! {
+            result = &mut conn => {
+                if result.is_err() && Instant::now() >= deadline {
+                    self.report(ConnectionEvent::HandshakeTimeout, &peer.addr);
                 }
-                progress = async { handshake.as_mut().expect("guarded").await }, if handshake.is_some() => {
-                    handshake = None;
-                    if progress.is_ok() {
-                        ticket.established();
-                    }
-                }
+                result
             }
+            progress = handshake => {
+                // Evicted just as it finished: the slot is promised away.
+                if progress.is_ok() && !ticket.established() {
+                    return self.evicted(&peer.addr);
+                }
+                conn.await
+            }
+            () = ticket.evicted.notified() => return self.evicted(&peer.addr),
+        };
+        if let Err(err) = result {
+            tracing::debug!(peer = %peer.addr, error = %err, "connection ended with an error");
         }
     }
 }
@@ -461,8 +461,13 @@ impl Admission {
 
 impl Ticket {
     /// The connection finished its handshake: it can no longer be evicted.
-    fn established(&self) {
-        self.admission.state().handshaking.remove(&self.id);
+    /// `false` if it was evicted first.
+    fn established(&self) -> bool {
+        self.admission
+            .state()
+            .handshaking
+            .remove(&self.id)
+            .is_some()
     }
 }
 
@@ -488,9 +493,10 @@ mod tests {
         let (third, evicted) = admission.admit().unwrap();
         assert!(evicted);
         first.evicted.notified().await;
+        assert!(!first.established(), "evicted before it finished");
         drop(first);
-        second.established();
-        third.established();
+        assert!(second.established());
+        assert!(third.established());
         // Every slot holds an established connection: refused.
         assert!(admission.admit().is_none());
         drop(second);

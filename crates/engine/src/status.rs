@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 
 use crate::BoxError;
 use crate::codec::frame::FrameError;
+use crate::names::GRPC_STATUS;
 
 /// The `content-type` of every gRPC response the engine writes itself.
 pub(crate) const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
@@ -17,7 +18,7 @@ pub fn trailers(status: &Status) -> HeaderMap {
     if status.add_header(&mut map).is_err() {
         // Only fails on a message or details that cannot be a header value,
         // which `add_header` percent-encodes; keep the code in any case.
-        map.insert("grpc-status", HeaderValue::from(status.code() as i32));
+        map.insert(GRPC_STATUS, HeaderValue::from(status.code() as i32));
     }
     map
 }

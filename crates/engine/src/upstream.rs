@@ -13,6 +13,7 @@ use tonic::Status;
 
 use crate::BoxError;
 use crate::codec::timeout;
+use crate::names::{GRPC_ACCEPT_ENCODING, GRPC_TIMEOUT};
 use crate::status::{self, GRPC_CONTENT_TYPE};
 
 /// Request body type of every upstream call.
@@ -30,29 +31,33 @@ pub struct Upstream {
     pub scheme: Scheme,
     /// `:authority` of the upstream request.
     pub authority: Authority,
-    /// Request headers (gRPC metadata) to send. The engine drops
-    /// connection-specific headers (`host` among them) and adds `te`,
-    /// `grpc-timeout` (what is left of the caller's deadline) and, in fan-out
-    /// mode, `grpc-accept-encoding`.
-    pub headers: HeaderMap,
+    /// Request headers (gRPC metadata) to send; `None` sends the caller's
+    /// as they came, without a copy on the one-to-one path. Either way the
+    /// engine drops connection-specific headers (`host` among them) and adds
+    /// `te`, `grpc-timeout` (what is left of the caller's deadline) and, in
+    /// fan-out mode, `grpc-accept-encoding`.
+    pub headers: Option<HeaderMap>,
 }
 
 /// Headers that HTTP/2 forbids or that describe one hop only.
-const HOP_BY_HOP: [header::HeaderName; 6] = [
+/// `content-length` is not one: the body goes upstream unchanged, and h2
+/// checked it against the body as it arrived.
+const HOP_BY_HOP: [header::HeaderName; 5] = [
     header::CONNECTION,
     header::HOST,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
-    header::CONTENT_LENGTH,
     header::HeaderName::from_static("keep-alive"),
 ];
 
-/// The upstream request for `upstream`, carrying `body`.
+/// The upstream request for `upstream`, carrying `body`, with `caller`'s
+/// headers unless the backend chose its own.
 ///
 /// `grpc-timeout` is replaced by what is left of the caller's deadline.
 /// `identity_replies` asks the backend not to compress (fan-out edits replies).
 pub(crate) fn request(
     upstream: Upstream,
+    caller: impl FnOnce() -> HeaderMap,
     path: &http::uri::PathAndQuery,
     deadline: Option<Instant>,
     identity_replies: bool,
@@ -62,8 +67,9 @@ pub(crate) fn request(
         connection,
         scheme,
         authority,
-        mut headers,
+        headers,
     } = upstream;
+    let mut headers = headers.unwrap_or_else(caller);
     let uri = Uri::builder()
         .scheme(scheme)
         .authority(authority)
@@ -81,8 +87,12 @@ pub(crate) fn request(
 
 /// Turns the caller's request metadata into the upstream request's headers.
 fn prepare_headers(headers: &mut HeaderMap, deadline: Option<Instant>, identity_replies: bool) {
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    // A removal hashes the name even when it is absent, which it nearly
+    // always is (h2 refuses most of them): one look at the few names first.
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     headers
@@ -92,14 +102,14 @@ fn prepare_headers(headers: &mut HeaderMap, deadline: Option<Instant>, identity_
         Some(deadline) => {
             let left = deadline.saturating_duration_since(Instant::now());
             let value = HeaderValue::try_from(timeout::encode(left)).expect("digits and a unit");
-            headers.insert("grpc-timeout", value);
+            headers.insert(GRPC_TIMEOUT, value);
         }
         None => {
-            headers.remove("grpc-timeout");
+            headers.remove(GRPC_TIMEOUT);
         }
     }
     if identity_replies {
-        headers.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+        headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
 }
 
@@ -140,6 +150,7 @@ mod tests {
         headers.insert(header::CONNECTION, "keep-alive".parse().unwrap());
         headers.insert("grpc-timeout", "10S".parse().unwrap());
         headers.insert("x-custom", "kept".parse().unwrap());
+        headers.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
         headers.insert(
             header::CONTENT_TYPE,
             "application/grpc+proto".parse().unwrap(),
@@ -151,6 +162,7 @@ mod tests {
         assert!(headers.get(header::CONNECTION).is_none());
         assert_eq!(headers["grpc-timeout"], "6000000u");
         assert_eq!(headers["x-custom"], "kept");
+        assert_eq!(headers[header::CONTENT_LENGTH], "5");
         assert_eq!(headers[header::TE], "trailers");
         assert_eq!(headers[header::CONTENT_TYPE], "application/grpc+proto");
         assert_eq!(headers["grpc-accept-encoding"], "identity");

@@ -136,6 +136,14 @@ impl Telemetry {
 }
 
 impl Observer for Telemetry {
+    /// Calls cost nothing to observe when there are no metrics and the
+    /// access log is neither on nor enabled at `debug`.
+    fn observes_calls(&self) -> bool {
+        self.metrics.is_some()
+            || self.access_log.load(Ordering::Relaxed)
+            || tracing::enabled!(target: ACCESS_LOG, tracing::Level::DEBUG)
+    }
+
     fn call_started(&self, call: &CallStart<'_>) {
         if let Some(metrics) = &self.metrics {
             metrics.call_started(call);
@@ -437,13 +445,16 @@ impl Metrics {
     }
 }
 
+/// The log target of the access log.
+const ACCESS_LOG: &str = "switchyard::access";
+
 /// One line per call: at `info` when the access log is on, else at `debug`
 /// (only then are its fields computed).
 fn access_log(on: bool, call: &CallEnd<'_>, mode: &str) {
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
-                target: "switchyard::access",
+                target: ACCESS_LOG,
                 method = call.method,
                 mode,
                 machines = %Machines(call.backends),
@@ -571,6 +582,25 @@ mod tests {
         let real = Named("[fd00::1]:51000");
         assert_eq!(metrics.machine(&real, Code::NotFound), real.0);
         assert_eq!(metrics.machine(&real, Code::Unavailable), real.0);
+    }
+
+    #[test]
+    fn calls_are_observed_only_for_metrics_or_the_access_log() {
+        let director = || {
+            Arc::new(MachineDirector::new(
+                "/nonexistent/sy.sock",
+                51000,
+                switchyard_director::DirectorOptions::default(),
+            ))
+        };
+        // No subscriber in unit tests: the access log is not enabled at debug.
+        let quiet = Telemetry::new(director(), false, None);
+        assert!(!quiet.observes_calls());
+        quiet.set_access_log(true);
+        assert!(quiet.observes_calls());
+        quiet.set_access_log(false);
+        assert!(!quiet.observes_calls());
+        assert!(Telemetry::new(director(), false, Some(Metrics::new([]))).observes_calls());
     }
 
     #[test]

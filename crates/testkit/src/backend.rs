@@ -133,11 +133,11 @@ impl fmt::Display for TestBackend {
 impl Backend for TestBackend {
     fn connect<'a>(
         &'a self,
-        request: &'a http::request::Parts,
+        _request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Result<Upstream, Status>> {
         Box::pin(async move {
             self.channel
-                .upstream(request.headers.clone())
+                .upstream(None)
                 .await
                 .map_err(|err| Status::unavailable(format!("{}: {err}", self.name)))
         })

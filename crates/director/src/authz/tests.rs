@@ -26,10 +26,14 @@ fn certificate(name: &str, roles: &[&str]) -> CertificateDer<'static> {
     params.self_signed(&key).unwrap().der().clone()
 }
 
-fn request(peer: Option<Peer>, headers: &[(&str, &str)], method: &str) -> http::request::Parts {
+fn request(
+    peer: Option<Peer>,
+    headers: &[(http::HeaderName, &str)],
+    method: &str,
+) -> http::request::Parts {
     let mut builder = http::Request::builder().method("POST").uri(method);
     for (k, v) in headers {
-        builder = builder.header(*k, *v);
+        builder = builder.header(k, *v);
     }
     let (mut parts, ()) = builder.body(()).unwrap().into_parts();
     if let Some(peer) = peer {

@@ -18,6 +18,7 @@ use tonic::{Code, Status};
 
 use crate::backend::{Backend, ReplyShape};
 use crate::codec::frame::FrameDecoder;
+use crate::names::GRPC_ENCODING;
 use crate::status;
 use crate::upstream::SendRequest;
 
@@ -110,7 +111,7 @@ impl Leg {
         self.state = State::Receiving(Box::new(Receiving {
             body,
             decoder: FrameDecoder::new(self.max_message_size),
-            encoding: headers.get("grpc-encoding").cloned(),
+            encoding: headers.get(GRPC_ENCODING).cloned(),
             _connection: connection,
         }));
         LegEvent::Headers(headers)

@@ -48,6 +48,7 @@ use crate::body::Legs;
 use crate::codec::frame::FrameHeader;
 use crate::config::{Http2Settings, ProxyConfig};
 use crate::log_limit::LogLimit;
+use crate::names::GRPC_STATUS;
 use crate::status::{self, GRPC_CONTENT_TYPE};
 use crate::upstream::UpstreamBody;
 use crate::{BoxError, upstream};
@@ -153,8 +154,14 @@ fn start(
     Box::pin(async move {
         let upstream = backend.connect(&parts).await?;
         let path = parts.uri.path_and_query().expect("checked gRPC path");
-        let (connection, request) =
-            upstream::request(upstream, path, deadline, true, UpstreamBody::new(feed))?;
+        let (connection, request) = upstream::request(
+            upstream,
+            || parts.headers.clone(),
+            path,
+            deadline,
+            true,
+            UpstreamBody::new(feed),
+        )?;
         upstream::send(connection, request, &backend).await
     })
 }
@@ -358,7 +365,7 @@ impl Call {
         let mut message = VecDeque::with_capacity(parts.len() + 1);
         message.push_back(Bytes::copy_from_slice(&prefix.encode()));
         message.extend(parts.into_iter().filter(|p| !p.is_empty()));
-        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
         Answer::Merged {
             headers,
             message,
@@ -406,7 +413,7 @@ impl Call {
                     // Nothing more will come: the body ends at once.
                     body.call = None;
                     body.trailers
-                        .insert("grpc-status", HeaderValue::from_static("0"));
+                        .insert(GRPC_STATUS, HeaderValue::from_static("0"));
                     break merge_headers(std::iter::empty());
                 }
                 Some(event) => {
@@ -476,7 +483,7 @@ impl StreamedBody {
             CallEvent::LegsDone => {
                 self.call = None;
                 self.trailers
-                    .insert("grpc-status", HeaderValue::from_static("0"));
+                    .insert(GRPC_STATUS, HeaderValue::from_static("0"));
             }
         }
         Ok(())
