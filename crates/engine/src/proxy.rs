@@ -72,7 +72,6 @@ impl TransparentProxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let started = Instant::now();
         let (parts, body) = request.into_parts();
         if let Some(rejection) = reject_non_grpc(&parts) {
             return rejection;
@@ -81,7 +80,7 @@ impl TransparentProxy {
             Some(observer) if observer.observes_calls() => observer,
             _ => return self.forward(parts, body, None).await,
         };
-        let mut record = Record::new(observer.clone(), &parts, started);
+        let mut record = Record::new(observer.clone(), &parts, Instant::now());
         let response = self.forward(parts, body, Some(&mut record)).await;
         ResponseBody::recorded(response, record)
     }

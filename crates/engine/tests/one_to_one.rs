@@ -477,3 +477,53 @@ async fn non_grpc_requests_get_clear_errors() {
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert!(body.is_empty());
 }
+
+/// Counts the calls it hears of; observes them only while `on`.
+#[derive(Default)]
+struct Counting {
+    on: std::sync::atomic::AtomicBool,
+    started: std::sync::atomic::AtomicUsize,
+    ended: std::sync::atomic::AtomicUsize,
+}
+
+impl switchyard_engine::observe::Observer for Counting {
+    fn observes_calls(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn call_started(&self, _: &switchyard_engine::observe::CallStart<'_>) {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn call_ended(&self, _: &switchyard_engine::observe::CallEnd<'_>) {
+        self.ended
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn calls_are_reported_only_while_the_observer_observes_them() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let observer = Arc::new(Counting::default());
+    let config = ProxyConfig {
+        observer: Some(observer.clone()),
+        ..ProxyConfig::default()
+    };
+    let (_server, proxy) = setup_with(config).await;
+    let mut client = test_client(tcp_channel(proxy.addr));
+    client.ping(ping("unheard")).await.unwrap();
+    assert_eq!(observer.started.load(Relaxed), 0);
+    assert_eq!(observer.ended.load(Relaxed), 0);
+
+    observer.on.store(true, Relaxed);
+    client.ping(ping("heard")).await.unwrap();
+    // The record is finished when the response body ends, which the
+    // client may see first.
+    switchyard_testkit::wait::eventually(Duration::from_secs(5), "the call's end", || async {
+        (observer.ended.load(Relaxed) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(observer.started.load(Relaxed), 1);
+    assert_eq!(observer.ended.load(Relaxed), 1);
+}
