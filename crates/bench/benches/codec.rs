@@ -4,7 +4,9 @@
 //! (`error_entry`), merging N machines' replies into one message, and routing
 //! a call by its metadata (`route_metadata`, run on every call).
 //!
-//! Run with `cargo bench -p switchyard-bench` (add `-- --quick` for a fast pass).
+//! Run with `cargo bench -p switchyard-bench` (`--bench codec -- --quick` for
+//! a fast pass: the option is Criterion's, the library's test harness would
+//! refuse it).
 
 use std::hint::black_box;
 
