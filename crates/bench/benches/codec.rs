@@ -1,22 +1,27 @@
 //! Criterion micro-benchmarks of the pure functions on Switchyard's data
 //! path: gRPC frame parsing over chunked input (as HTTP/2 DATA frames arrive),
 //! tagging fan-out replies (`tag_reply`), building error entries
-//! (`error_entry`), merging N machines' replies into one message, and routing
-//! a call by its metadata (`route_metadata`, run on every call).
+//! (`error_entry`), merging N machines' replies into one message, routing
+//! a call by its metadata (`route_metadata`, run on every call), and the
+//! daemon's record of a finished call in its metrics (`call_ended`).
 //!
 //! Run with `cargo bench -p switchyard-bench` (`--bench codec -- --quick` for
 //! a fast pass: the option is Criterion's, the library's test harness would
 //! refuse it).
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
 use prost::Message;
+use switchyard::metrics::{Metrics, Telemetry};
 use switchyard_director::{DirectorOptions, MachineDirector, MachineInfo, MachineTag, pb};
-use switchyard_engine::ReplyShape;
 use switchyard_engine::codec::frame::{FrameDecoder, FrameHeader, FrameScanner, encode_message};
+use switchyard_engine::observe::{CallEnd, Observer};
+use switchyard_engine::{Backend, Mode, ReplyShape};
 use switchyard_testkit::pb::{MultiPingReply, MultiPingResponse};
 use tonic::{Code, Status};
 
@@ -251,5 +256,31 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames, tagging, merge, routing);
+fn telemetry(c: &mut Criterion) {
+    let mut group = c.benchmark_group("call_ended");
+    let director = Arc::new(MachineDirector::new(
+        "/nonexistent/sy.sock",
+        51000,
+        DirectorOptions::default(),
+    ));
+    let backends: [Arc<dyn Backend>; 1] = [director.local_backend().clone()];
+    // A local one-to-one call that went well, as the engine reports it.
+    let call = CallEnd {
+        method: "/pkg.Service/Method",
+        mode: Some(Mode::OneToOne),
+        backends: &backends,
+        code: Code::Ok,
+        duration: Duration::from_micros(150),
+        bytes_in: 69,
+        bytes_out: 69,
+        peer: None,
+    };
+    let telemetry = Telemetry::new(director.clone(), false, Some(Metrics::new([])));
+    group.bench_function("metrics", |b| {
+        b.iter(|| telemetry.call_ended(black_box(&call)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frames, tagging, merge, routing, telemetry);
 criterion_main!(benches);

@@ -117,20 +117,20 @@ impl Telemetry {
             .is_some_and(|catalog| catalog.knows(method))
     }
 
-    /// How a call went: `refused`, `fan_out`, `local` or `remote`.
-    fn mode(&self, mode: Option<Mode>, backends: &[Arc<dyn Backend>]) -> &'static str {
+    /// How a call went.
+    fn mode(&self, mode: Option<Mode>, backends: &[Arc<dyn Backend>]) -> CallMode {
         match (mode, backends.first()) {
-            (None, _) => "refused",
-            (Some(Mode::OneToMany(_)), _) => "fan_out",
+            (None, _) => CallMode::Refused,
+            (Some(Mode::OneToMany(_)), _) => CallMode::FanOut,
             (Some(Mode::OneToOne), Some(backend))
                 if std::ptr::addr_eq(
                     Arc::as_ptr(backend),
                     Arc::as_ptr(self.director.local_backend()),
                 ) =>
             {
-                "local"
+                CallMode::Local
             }
-            (Some(Mode::OneToOne), _) => "remote",
+            (Some(Mode::OneToOne), _) => CallMode::Remote,
         }
     }
 }
@@ -153,14 +153,14 @@ impl Observer for Telemetry {
     fn call_ended(&self, call: &CallEnd<'_>) {
         let mode = self.mode(call.mode, call.backends);
         if let Some(metrics) = &self.metrics {
-            metrics.call_ended(call, mode, self.declared(call.method));
+            metrics.call_ended(call, mode, || self.declared(call.method));
         }
-        access_log(self.access_log.load(Ordering::Relaxed), call, mode);
+        access_log(self.access_log.load(Ordering::Relaxed), call, mode.label());
     }
 
     fn leg_ended(&self, leg: &LegEnd<'_>) {
         if let Some(metrics) = &self.metrics {
-            metrics.leg_ended(leg, self.declared(leg.method));
+            metrics.leg_ended(leg, || self.declared(leg.method));
         }
     }
 
@@ -175,8 +175,12 @@ impl Observer for Telemetry {
 pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
-    call_seconds: Family<ModeLabels, Histogram>,
-    open_calls: Family<ModeLabels, Gauge>,
+    /// `call_duration_seconds` by [`CallMode`], and `open_calls` for
+    /// one-to-one and fan-out calls: series with fixed labels, looked up
+    /// once here instead of hashed into their family on every call.
+    call_seconds: [Histogram; CallMode::ALL.len()],
+    open_one_to_one: Gauge,
+    open_fan_out: Gauge,
     machine_calls: Family<MachineCodeLabels, Counter>,
     machine_seconds: Family<MachineLabels, Histogram>,
     machine_state: Family<MachineStateLabels, Gauge>,
@@ -218,12 +222,15 @@ impl Metrics {
             "Call duration by mode, from the request to the end of the response",
             call_seconds.clone(),
         );
-        let open_calls = Family::default();
+        let call_seconds = CallMode::ALL
+            .map(|mode| call_seconds.get_or_create_owned(&ModeLabels { mode: mode.label() }));
+        let open_calls = Family::<ModeLabels, Gauge>::default();
         registry.register(
             "open_calls",
             "Calls running now (streams included), by mode",
             open_calls.clone(),
         );
+        let open = |mode| open_calls.get_or_create_owned(&ModeLabels { mode });
         let machine_calls = Family::default();
         registry.register(
             "machine_calls",
@@ -280,7 +287,8 @@ impl Metrics {
             registry,
             calls,
             call_seconds,
-            open_calls,
+            open_one_to_one: open(OPEN_ONE_TO_ONE),
+            open_fan_out: open(OPEN_FAN_OUT),
             machine_calls,
             machine_seconds,
             machine_state,
@@ -309,7 +317,7 @@ impl Metrics {
             let known = machine.local
                 || !machine.info.id.is_empty()
                 || matches!(machine.state, ChannelState::Connected);
-            let label = self.machines.label(name, known);
+            let label = self.machines.label(name, || known);
             if label == OTHER {
                 continue;
             }
@@ -324,9 +332,10 @@ impl Metrics {
         text
     }
 
-    /// A method's label: its own when `known` (declared by the local
+    /// A method's label: its own once `known` (declared by the local
     /// server, or answered `OK` by a machine) or configured, else `other`.
-    fn method(&self, method: &str, known: bool) -> &'static str {
+    /// `known` is only asked while the method has no label.
+    fn method(&self, method: &str, known: impl FnOnce() -> bool) -> &'static str {
         self.methods.label(method, known)
     }
 
@@ -342,17 +351,37 @@ impl Metrics {
         NAME.with_borrow_mut(|name| {
             name.clear();
             let _ = write!(name, "{backend}");
-            self.machines.label(name, reached)
+            self.machines.label(name, || reached)
         })
     }
 }
 
-fn open_mode(mode: Mode) -> &'static str {
-    match mode {
-        Mode::OneToOne => "one_to_one",
-        Mode::OneToMany(_) => "fan_out",
+/// How a call went, as the `mode` label of `calls_total` and
+/// `call_duration_seconds` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallMode {
+    Refused,
+    FanOut,
+    Local,
+    Remote,
+}
+
+impl CallMode {
+    const ALL: [Self; 4] = [Self::Refused, Self::FanOut, Self::Local, Self::Remote];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::FanOut => "fan_out",
+            Self::Local => "local",
+            Self::Remote => "remote",
+        }
     }
 }
+
+/// The `mode` labels of `open_calls`.
+const OPEN_ONE_TO_ONE: &str = "one_to_one";
+const OPEN_FAN_OUT: &str = "fan_out";
 
 fn state_name(state: &ChannelState) -> &'static str {
     match state {
@@ -365,39 +394,36 @@ fn state_name(state: &ChannelState) -> &'static str {
 }
 
 impl Metrics {
-    fn call_started(&self, call: &CallStart<'_>) {
-        self.open_calls
-            .get_or_create(&ModeLabels {
-                mode: open_mode(call.mode),
-            })
-            .inc();
+    /// The `open_calls` gauge of calls run in `mode`.
+    fn open(&self, mode: Mode) -> &Gauge {
+        match mode {
+            Mode::OneToOne => &self.open_one_to_one,
+            Mode::OneToMany(_) => &self.open_fan_out,
+        }
     }
 
-    fn call_ended(&self, call: &CallEnd<'_>, mode: &'static str, declared: bool) {
+    fn call_started(&self, call: &CallStart<'_>) {
+        self.open(call.mode).inc();
+    }
+
+    fn call_ended(&self, call: &CallEnd<'_>, mode: CallMode, declared: impl FnOnce() -> bool) {
         if let Some(open) = call.mode {
-            self.open_calls
-                .get_or_create(&ModeLabels {
-                    mode: open_mode(open),
-                })
-                .dec();
+            self.open(open).dec();
         }
         let code = code_name(call.code);
         self.calls
             .get_or_create(&CallLabels {
                 // A fan-out says OK even when every machine failed; its legs
                 // said whether the method exists.
-                method: self.method(
-                    call.method,
-                    declared || (call.code == Code::Ok && call.mode == Some(Mode::OneToOne)),
-                ),
-                mode,
+                method: self.method(call.method, || {
+                    (call.code == Code::Ok && call.mode == Some(Mode::OneToOne)) || declared()
+                }),
+                mode: mode.label(),
                 code,
             })
             .inc();
         let seconds = call.duration.as_secs_f64();
-        self.call_seconds
-            .get_or_create(&ModeLabels { mode })
-            .observe(seconds);
+        self.call_seconds[mode as usize].observe(seconds);
         self.bytes_received.inc_by(call.bytes_in);
         self.bytes_sent.inc_by(call.bytes_out);
         if call.mode == Some(Mode::OneToOne)
@@ -413,8 +439,8 @@ impl Metrics {
         }
     }
 
-    fn leg_ended(&self, leg: &LegEnd<'_>, declared: bool) {
-        self.method(leg.method, declared || leg.code == Code::Ok);
+    fn leg_ended(&self, leg: &LegEnd<'_>, declared: impl FnOnce() -> bool) {
+        self.method(leg.method, || leg.code == Code::Ok || declared());
         let machine = self.machine(leg.backend, leg.code);
         let code = code_name(leg.code);
         self.machine_calls
@@ -513,19 +539,20 @@ impl Names {
         label
     }
 
-    /// The label for `name` if it has one, else `other`.
-    fn get(&self, name: &str) -> &'static str {
+    /// The label for `name`, if it has one.
+    fn get(&self, name: &str) -> Option<&'static str> {
         let names = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        names.get(name).copied().unwrap_or(OTHER)
+        names.get(name).copied()
     }
 
-    /// The label for `name`: added if `earned` (and there is room), else
-    /// only looked up.
-    fn label(&self, name: &str, earned: bool) -> &'static str {
-        if earned {
-            self.intern(name)
-        } else {
-            self.get(name)
+    /// The label for `name`: its own if it has one, or if `earned` says it
+    /// has earned one (and there is room), else `other`. `earned` is only
+    /// asked on a miss: the usual call costs one lookup.
+    fn label(&self, name: &str, earned: impl FnOnce() -> bool) -> &'static str {
+        match self.get(name) {
+            Some(label) => label,
+            None if earned() => self.intern(name),
+            None => OTHER,
         }
     }
 }
@@ -545,8 +572,15 @@ mod tests {
                 assert_eq!(label, OTHER);
             }
         }
-        assert_eq!(names.get("/m.S/M0"), "/m.S/M0");
-        assert_eq!(names.get("/never.Seen/X"), OTHER);
+        assert_eq!(names.get("/m.S/M0"), Some("/m.S/M0"));
+        assert_eq!(names.get("/never.Seen/X"), None);
+        assert_eq!(names.label("/never.Seen/X", || false), OTHER);
+        // Full: an earned name still counts as `other`.
+        assert_eq!(names.label("/never.Seen/X", || true), OTHER);
+        assert_eq!(
+            names.label("/m.S/M1", || unreachable!("labelled")),
+            "/m.S/M1"
+        );
     }
 
     /// A backend known only by its name.
@@ -604,11 +638,35 @@ mod tests {
     }
 
     #[test]
+    fn call_modes_index_their_series() {
+        for (i, mode) in CallMode::ALL.into_iter().enumerate() {
+            assert_eq!(mode as usize, i, "{}", mode.label());
+        }
+        // Fixed series are there from the start, at zero.
+        let text = Metrics::new([]).encode(&MachineDirector::new(
+            "/nonexistent/sy.sock",
+            51000,
+            switchyard_director::DirectorOptions::default(),
+        ));
+        for mode in CallMode::ALL {
+            let count = format!(
+                "switchyard_call_duration_seconds_count{{mode=\"{}\"}} 0",
+                mode.label()
+            );
+            assert!(text.contains(&count), "{count} missing from\n{text}");
+        }
+        for mode in [OPEN_ONE_TO_ONE, OPEN_FAN_OUT] {
+            let open = format!("switchyard_open_calls{{mode=\"{mode}\"}} 0");
+            assert!(text.contains(&open), "{open} missing from\n{text}");
+        }
+    }
+
+    #[test]
     fn methods_get_their_label_once_answered_ok_or_configured() {
         let metrics = Metrics::new(["/known.S/M".to_owned()]);
-        assert_eq!(metrics.method("/known.S/M", false), "/known.S/M");
-        assert_eq!(metrics.method("/probe.S/X", false), OTHER);
-        assert_eq!(metrics.method("/real.S/Y", true), "/real.S/Y");
-        assert_eq!(metrics.method("/real.S/Y", false), "/real.S/Y");
+        assert_eq!(metrics.method("/known.S/M", || false), "/known.S/M");
+        assert_eq!(metrics.method("/probe.S/X", || false), OTHER);
+        assert_eq!(metrics.method("/real.S/Y", || true), "/real.S/Y");
+        assert_eq!(metrics.method("/real.S/Y", || false), "/real.S/Y");
     }
 }
