@@ -94,9 +94,18 @@ async fn metrics_count_calls_machines_partial_answers_and_connections() {
 
     // gamma's service is down: an error entry, counted by its code
     // (UNAVAILABLE, or INTERNAL while a call races the service's exit).
+    // gamma's Switchyard may still hold its closing connection to the
+    // service for a moment, and a call over it can still succeed: call until
+    // gamma's entry is an error (the calls before count only as OK).
     cluster.stop_service(C).await;
-    let reply = call_describe(&mut client, &ALL).await.unwrap();
-    let (code, _) = entry_error(reply.messages[C].metadata.as_ref()).expect("gamma failed");
+    let code = eventually(WAIT, "gamma's entry is an error", || {
+        let mut client = client.clone();
+        async move {
+            let reply = call_describe(&mut client, &ALL).await.unwrap();
+            entry_error(reply.messages.get(C)?.metadata.as_ref()).map(|(code, _)| code)
+        }
+    })
+    .await;
     let code = switchyard::metrics::code_name(code);
     let gamma = cluster.meta(C).machine_addr;
     let after_down = scrape(addr).await;
