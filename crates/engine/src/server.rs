@@ -294,6 +294,7 @@ impl Serving {
         }
     }
 
+    /// Reports a connection dropped by the cap while in its handshake.
     fn evicted(&self, peer: &PeerAddr) {
         tracing::debug!(peer = %peer, "connection evicted: still in its handshake at the connection cap");
         self.report(ConnectionEvent::Evicted, peer);

@@ -3,6 +3,8 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use switchyard_engine::observe::{CallEnd, CallStart, Observer};
 use switchyard_engine::{Backend, Mode, ProxyConfig};
 use switchyard_testkit::client::{tcp_channel, test_client, unix_channel};
 use switchyard_testkit::pb::{Empty, PingRequest};
@@ -481,30 +484,27 @@ async fn non_grpc_requests_get_clear_errors() {
 /// Counts the calls it hears of; observes them only while `on`.
 #[derive(Default)]
 struct Counting {
-    on: std::sync::atomic::AtomicBool,
-    started: std::sync::atomic::AtomicUsize,
-    ended: std::sync::atomic::AtomicUsize,
+    on: AtomicBool,
+    started: AtomicUsize,
+    ended: AtomicUsize,
 }
 
-impl switchyard_engine::observe::Observer for Counting {
+impl Observer for Counting {
     fn observes_calls(&self) -> bool {
-        self.on.load(std::sync::atomic::Ordering::Relaxed)
+        self.on.load(Relaxed)
     }
 
-    fn call_started(&self, _: &switchyard_engine::observe::CallStart<'_>) {
-        self.started
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn call_started(&self, _: &CallStart<'_>) {
+        self.started.fetch_add(1, Relaxed);
     }
 
-    fn call_ended(&self, _: &switchyard_engine::observe::CallEnd<'_>) {
-        self.ended
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn call_ended(&self, _: &CallEnd<'_>) {
+        self.ended.fetch_add(1, Relaxed);
     }
 }
 
 #[tokio::test]
 async fn calls_are_reported_only_while_the_observer_observes_them() {
-    use std::sync::atomic::Ordering::Relaxed;
     let observer = Arc::new(Counting::default());
     let config = ProxyConfig {
         observer: Some(observer.clone()),
