@@ -297,9 +297,9 @@ impl Inner {
             .backoff
             .delay(failures.saturating_sub(1), rand::random::<f64>());
         if failures == 1 {
-            tracing::warn!(target = %self.target, error = %cause, retry_in = ?delay, "target down; calls fail at once until the next attempt");
+            tracing::warn!(upstream = %self.target, error = %cause, retry_in = ?delay, "target down; calls fail at once until the next attempt");
         } else {
-            tracing::debug!(target = %self.target, error = %cause, failures, retry_in = ?delay, "target still down");
+            tracing::debug!(upstream = %self.target, error = %cause, failures, retry_in = ?delay, "target still down");
         }
         *state = State::Down {
             until: Instant::now() + delay,
@@ -323,9 +323,9 @@ async fn dial_task(inner: Weak<Inner>, failures: u32, tx: watch::Sender<Outcome>
     match result {
         Ok((conn, driver)) => {
             if failures > 0 {
-                tracing::info!(target = %strong.target, "target reachable again");
+                tracing::info!(upstream = %strong.target, "target reachable again");
             } else {
-                tracing::debug!(target = %strong.target, "connected");
+                tracing::debug!(upstream = %strong.target, "connected");
             }
             static GENERATIONS: AtomicU64 = AtomicU64::new(0);
             let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
@@ -365,7 +365,7 @@ async fn drive(inner: Weak<Inner>, generation: u64, mut conn: Driver) {
                 {
                     // Running calls keep their handles; the connection closes
                     // once they end.
-                    tracing::debug!(target = %strong.target, "closing idle connection");
+                    tracing::debug!(upstream = %strong.target, "closing idle connection");
                     *state = State::Idle { failures: 0 };
                 }
             }

@@ -168,7 +168,7 @@ impl PassthroughBody {
     /// Ends the call with `status` in the trailers and releases the upstream.
     fn end(&mut self, status: &Status) -> Poll<Option<Frame<Bytes>>> {
         self.live = None;
-        tracing::debug!(backend = %self.backend, code = ?status.code(), message = status.message(), "call ended with an error");
+        tracing::debug!(backend = %self.backend, code = ?status.code(), status_message = status.message(), "call ended with an error");
         Poll::Ready(Some(Frame::trailers(status::trailers(status))))
     }
 

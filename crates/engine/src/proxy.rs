@@ -114,7 +114,7 @@ impl TransparentProxy {
         let Route { mode, backends } = match route {
             Ok(route) => route,
             Err(status) => {
-                tracing::debug!(method, code = ?status.code(), message = status.message(), "director refused the call");
+                tracing::debug!(method, code = ?status.code(), status_message = status.message(), "director refused the call");
                 return error_response(&status);
             }
         };

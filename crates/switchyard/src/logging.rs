@@ -4,10 +4,21 @@
 //! h2, hyper and tower log every frame at `debug`: with `RUST_LOG=debug`
 //! they would bury Switchyard's own lines (tens per call). They stay at
 //! `warn` unless `RUST_LOG` names them (`RUST_LOG=debug,h2=debug`).
+//!
+//! Values in a line can come from a caller or a machine (a status message,
+//! a method path, a machine's error): in text lines every field is written
+//! with its control characters escaped ([`escape_controls`]), so a newline
+//! in a backend's status message cannot start a forged line, nor an escape
+//! sequence repaint the terminal. JSON lines are escaped by JSON itself; no
+//! event names a field after a key the JSON format writes itself
+//! (`message`, `target`, `level`, `timestamp`), so no line has a key twice.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::{Writer, debug_fn};
 
 use crate::config::LogFormat;
 
@@ -39,12 +50,47 @@ pub fn init(format: LogFormat, default_level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder
+            .fmt_fields(debug_fn(write_field).delimited(" "))
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     if let Some(err) = bad {
         tracing::warn!(error = %err, "RUST_LOG is not a valid filter; using {default_level:?}");
     }
+}
+
+/// One field of a text line, `name=value` (the event's message bare), as
+/// the default format writes it but with control characters escaped.
+fn write_field(
+    writer: &mut Writer<'_>,
+    field: &tracing::field::Field,
+    value: &dyn std::fmt::Debug,
+) -> std::fmt::Result {
+    let mut text = String::new();
+    write!(text, "{value:?}")?;
+    if field.name() != "message" {
+        write!(writer, "{}=", field.name())?;
+    }
+    writer.write_str(&escape_controls(&text))
+}
+
+/// `text` with each control character written as a Rust escape (`\n`,
+/// `\u{1b}`); borrowed when there is none.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped.into()
 }
 
 /// `requested` (or `default_level`) plus `crate=warn` for each noisy crate
@@ -73,7 +119,16 @@ fn filter_directives(requested: Option<&str>, default_level: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::filter_directives;
+    use super::{escape_controls, filter_directives};
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_controls("plain: ü ✓"), "plain: ü ✓");
+        assert_eq!(
+            escape_controls("a\nERROR forged\r\u{1b}[31m\t"),
+            "a\\nERROR forged\\r\\u{1b}[31m\\t"
+        );
+    }
 
     #[test]
     fn noisy_crates_stay_at_warn_unless_named() {

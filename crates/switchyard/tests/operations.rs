@@ -384,3 +384,136 @@ fn the_systemd_unit_verifies() {
     // Unknown keys and bad values are only warnings: none allowed.
     assert!(stderr.trim().is_empty(), "{stderr}");
 }
+
+/// A JSON object's top-level keys, refused when one repeats (serde_json
+/// alone would keep the last value and hide the first).
+struct UniqueKeys(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<UniqueKeys, M::Error> {
+                let mut keys = serde_json::Map::new();
+                while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    if keys.insert(key.clone(), value).is_some() {
+                        return Err(serde::de::Error::custom(format!("key {key:?} twice")));
+                    }
+                }
+                Ok(UniqueKeys(keys))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A daemon in front of a test backend whose status messages the caller
+/// chooses, one machine fanned out (`--always-fan-out`), logging at debug in
+/// `format`; returns its stderr after a fan-out call and a one-to-one call
+/// that fail with a status message holding a forged log line.
+async fn logs_of_forged_status(format: &str) -> String {
+    use switchyard_testkit::client::{multi_client, unix_channel, with_meta};
+    use switchyard_testkit::pb::PingRequest;
+
+    let dir = socket_dir(&format!("forged-{format}"));
+    let socket = dir.path().join("api.sock");
+    let listen = dir.path().join("switchyard.sock");
+    let _backend = switchyard_testkit::TestServer::spawn_unix("alpha", &socket).await;
+    let args = [
+        "serve".to_owned(),
+        format!("--local-socket={}", socket.display()),
+        format!("--listen=unix:{}", listen.display()),
+        "--local-address=fd00::1".to_owned(),
+        "--always-fan-out".to_owned(),
+        "--no-detect-streamed-methods".to_owned(),
+        format!("--log-format={format}"),
+    ];
+    let mut daemon = Process::spawn_with_env(&args, &[("RUST_LOG", "debug")]);
+    daemon.wait_listening(&listen).await;
+    let request = || PingRequest {
+        error_message: "disk full\nERROR switchyard: forged line\r\u{1b}[2K".to_owned(),
+        ..Default::default()
+    };
+    let mut client = multi_client(unix_channel(&listen));
+    let reply = client
+        .ping_error(with_meta(request(), &[("machines", "fd00::1")]))
+        .await
+        .expect("a fan-out answers with error entries")
+        .into_inner();
+    assert_eq!(reply.messages.len(), 1);
+    let status = client.ping_error(request()).await.unwrap_err();
+    assert!(
+        status.message().starts_with("disk full\nERROR"),
+        "{status:?}"
+    );
+    daemon.wait_log("backend failed in fan-out").await;
+    daemon.wait_log("switchyard_engine::channel").await;
+    daemon.signal("TERM");
+    let (exit, stderr) = daemon.wait_exit(WAIT).await;
+    assert!(exit.success(), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn a_status_message_cannot_forge_a_json_log_line_nor_hide_the_event_text() {
+    let stderr = logs_of_forged_status("json").await;
+    let lines: Vec<serde_json::Map<String, serde_json::Value>> = stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<UniqueKeys>(line)
+                .unwrap_or_else(|e| panic!("not a JSON object with unique keys ({e}): {line}"))
+                .0
+        })
+        .collect();
+    let event = |text: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == text)
+            .unwrap_or_else(|| panic!("no {text:?} line: {stderr}"))
+    };
+    let line = event("backend failed in fan-out");
+    assert!(
+        line["status_message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("disk full\nERROR")),
+        "{line:?}"
+    );
+    // The upstream connection's line names it without a second `target`.
+    let connected = event("connected");
+    assert_eq!(
+        connected["target"], "switchyard_engine::channel",
+        "{connected:?}"
+    );
+    assert!(
+        connected["upstream"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("unix:"))
+    );
+}
+
+#[tokio::test]
+async fn a_status_message_cannot_forge_a_text_log_line() {
+    let stderr = logs_of_forged_status("text").await;
+    assert!(stderr.contains("backend failed in fan-out"), "{stderr}");
+    assert!(
+        stderr.contains(r"disk full\nERROR switchyard: forged line"),
+        "{stderr}"
+    );
+    for line in stderr.lines() {
+        assert!(
+            !line.starts_with("ERROR switchyard: forged"),
+            "forged: {stderr}"
+        );
+        assert!(
+            !line.contains('\r') && !line.contains('\u{1b}'),
+            "control characters: {line:?}"
+        );
+    }
+}

@@ -254,7 +254,7 @@ impl Call {
         let status = status::bounded(status);
         let status = status.as_ref();
         if let Some(suppressed) = LEG_FAILED.check() {
-            tracing::warn!(backend = %backend, method = %self.method, code = ?status.code(), message = status.message(), suppressed, "backend failed in fan-out");
+            tracing::warn!(backend = %backend, method = %self.method, code = ?status.code(), status_message = status.message(), suppressed, "backend failed in fan-out");
         }
         match backend.error_entry(shape, status) {
             Some(entry) => Ok(Some(entry)),
