@@ -216,6 +216,55 @@ async fn merged_replies_respect_the_message_size_limit() {
 }
 
 #[tokio::test]
+async fn error_entries_count_in_the_merged_replys_limit() {
+    // 16 replies that fit the limit by themselves, and 20 unreachable
+    // machines whose error entries come on top of them.
+    let (addr, _server) = TestServer::spawn_tcp("answers").await;
+    let dead = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
+    for i in 0..16 {
+        backends.push(Arc::new(TestBackend::tcp(format!("up-{i}"), addr)));
+    }
+    for i in 0..20 {
+        backends.push(Arc::new(TestBackend::tcp(format!("down-{i}"), dead)));
+    }
+    let limit = 64 * 1024;
+    let proxy = spawn_proxy(
+        StaticDirector::new(MERGED, backends),
+        ProxyConfig {
+            max_message_size: limit,
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let reply = multi_client(tcp_channel(proxy.addr))
+        // A client that refuses a message over the limit accepts it.
+        .max_decoding_message_size(limit)
+        .ping(payload_ping(4000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.encoded_len() <= limit,
+        "{} bytes",
+        reply.encoded_len()
+    );
+    let codes: Vec<Option<i32>> = reply.messages.iter().map(error_code).collect();
+    assert_eq!(codes.len(), 36, "one entry per machine: {codes:?}");
+    let count = |code: Code| codes.iter().filter(|c| **c == Some(code as i32)).count();
+    assert_eq!(count(Code::Unavailable), 20, "{codes:?}");
+    let refused = count(Code::ResourceExhausted);
+    assert!(
+        refused >= 1,
+        "a reply gave way to the error entries: {codes:?}"
+    );
+    assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 16 - refused);
+}
+
+#[tokio::test]
 async fn a_stream_merged_as_unary_ends_that_machines_part() {
     // A backend whose method streams replies shaped like unary fan-out
     // replies, which this director says is unary: more than one reply.

@@ -331,7 +331,7 @@ impl Call {
         self.legs.stop_all();
         self.broadcast = None;
         let headers = merge_headers(slots.iter_mut().filter_map(|s| s.headers.take()));
-        let mut trailers = HeaderMap::new();
+        // Each machine's part: its reply (and trailers), or its error entry.
         let mut parts = Vec::with_capacity(slots.len());
         for (i, slot) in slots.into_iter().enumerate() {
             let outcome = slot.outcome.unwrap_or_else(|| {
@@ -340,19 +340,34 @@ impl Call {
                     self.backends[i]
                 )))
             });
-            match outcome {
-                Ok(backend_trailers) => {
-                    self.ended(i, Code::Ok, false);
-                    merge_metadata(&mut trailers, backend_trailers);
-                    parts.extend(slot.message);
-                }
+            parts.push(match outcome {
+                Ok(trailers) => Part::Reply(slot.message, trailers),
                 Err(status) => match self.error_entry(i, ReplyShape::Unary, &status) {
-                    Ok(entry) => parts.extend(entry),
+                    Ok(entry) => Part::Entry(entry),
                     Err(status) => return Answer::Failed { headers, status },
                 },
+            });
+        }
+        if let Err(status) = self.fit(&mut parts, max_message_size) {
+            return Answer::Failed { headers, status };
+        }
+        let mut trailers = HeaderMap::new();
+        let mut message = VecDeque::with_capacity(parts.len() + 1);
+        let mut total = 0;
+        for (i, part) in parts.into_iter().enumerate() {
+            let bytes = match part {
+                Part::Reply(bytes, backend_trailers) => {
+                    self.ended(i, Code::Ok, false);
+                    merge_metadata(&mut trailers, backend_trailers);
+                    bytes
+                }
+                Part::Entry(entry) => entry,
+            };
+            if let Some(bytes) = bytes.filter(|b| !b.is_empty()) {
+                total += bytes.len();
+                message.push_back(bytes);
             }
         }
-        let total: usize = parts.iter().map(Bytes::len).sum();
         let prefix = match FrameHeader::uncompressed(total) {
             Ok(prefix) => prefix,
             Err(err) => {
@@ -362,15 +377,42 @@ impl Call {
                 };
             }
         };
-        let mut message = VecDeque::with_capacity(parts.len() + 1);
-        message.push_back(Bytes::copy_from_slice(&prefix.encode()));
-        message.extend(parts.into_iter().filter(|p| !p.is_empty()));
+        message.push_front(Bytes::copy_from_slice(&prefix.encode()));
         trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
         Answer::Merged {
             headers,
             message,
             trailers,
         }
+    }
+
+    /// Makes the merged reply fit in `max_message_size` as a whole, error
+    /// entries included: replies were admitted against the limit as they
+    /// came, but the entries of machines that failed come on top. The
+    /// largest replies give way to `RESOURCE_EXHAUSTED` entries until the
+    /// reply fits; when even error entries alone do not fit, the call fails.
+    fn fit(&self, parts: &mut [Part], max_message_size: usize) -> Result<(), Status> {
+        let mut total: usize = parts.iter().map(Part::len).sum();
+        while total > max_message_size {
+            let largest = parts
+                .iter()
+                .enumerate()
+                .filter(|(_, part)| matches!(part, Part::Reply(..)))
+                .max_by_key(|(_, part)| part.len())
+                .map(|(i, _)| i);
+            let status = Status::resource_exhausted(format!(
+                "the merged reply of {} machines does not fit in its limit of \
+                 {max_message_size} bytes",
+                parts.len()
+            ));
+            let Some(i) = largest else {
+                return Err(status);
+            };
+            let entry = self.error_entry(i, ReplyShape::Unary, &status)?;
+            total = total - parts[i].len() + entry.as_ref().map_or(0, Bytes::len);
+            parts[i] = Part::Entry(entry);
+        }
+        Ok(())
     }
 
     /// Waits for the first backend's response headers, then answers with a
@@ -436,6 +478,22 @@ struct Slot {
     headers: Option<HeaderMap>,
     message: Option<Bytes>,
     outcome: Option<Result<HeaderMap, Status>>,
+}
+
+/// One machine's part of a merged reply.
+enum Part {
+    /// Its reply message (none when it sent none) and its trailers.
+    Reply(Option<Bytes>, HeaderMap),
+    /// Its error entry (none when the backend writes none).
+    Entry(Option<Bytes>),
+}
+
+impl Part {
+    fn len(&self) -> usize {
+        match self {
+            Self::Reply(bytes, _) | Self::Entry(bytes) => bytes.as_ref().map_or(0, Bytes::len),
+        }
+    }
 }
 
 /// Streaming fan-out replies on their way to the client.
