@@ -11,8 +11,10 @@
 //! serves the same API as every other machine, through reflection (v1, or
 //! v1alpha on older servers): on first use (so an embedder's director is
 //! right by default), again on [`MethodCatalog::refresh`] and every
-//! [`REDISCOVER_EVERY`]. Methods the server does not declare behave as
-//! before: unary unless configured, no conformance check.
+//! [`REDISCOVER_EVERY`]. Once the server has answered, a method it does not
+//! declare has no known reply type, so a tagged fan-out of it is refused
+//! too, unless configured as streamed; from a server without reflection
+//! nothing is known, and every method is fanned out as configured.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,7 +50,9 @@ pub struct MethodFacts {
 /// The methods of the local server, by `/package.Service/Method`.
 #[derive(Debug)]
 pub struct MethodCatalog {
-    methods: RwLock<Arc<HashMap<String, MethodFacts>>>,
+    /// `None` until the server answers reflection (and again after it says
+    /// it has none).
+    methods: RwLock<Option<Arc<HashMap<String, MethodFacts>>>>,
     /// `true` once a first discovery ended, however it ended.
     settled: watch::Sender<bool>,
     refresh: Arc<Notify>,
@@ -71,7 +75,7 @@ impl MethodCatalog {
     /// knows its API).
     pub fn with_methods(methods: HashMap<String, MethodFacts>) -> Self {
         let catalog = Self::default();
-        catalog.replace(methods);
+        catalog.replace(Some(methods));
         catalog
     }
 
@@ -83,6 +87,15 @@ impl MethodCatalog {
     /// Whether the local server declares `method`.
     pub fn knows(&self, method: &str) -> bool {
         self.current().contains_key(method)
+    }
+
+    /// Whether the local server answered reflection: only then does a
+    /// method missing from the catalog mean it declares no such method.
+    pub fn answered(&self) -> bool {
+        self.methods
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// The declared methods, sorted.
@@ -133,10 +146,11 @@ impl MethodCatalog {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+            .unwrap_or_default()
     }
 
-    fn replace(&self, methods: HashMap<String, MethodFacts>) {
-        *self.methods.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(methods);
+    fn replace(&self, methods: Option<HashMap<String, MethodFacts>>) {
+        *self.methods.write().unwrap_or_else(PoisonError::into_inner) = methods.map(Arc::new);
         self.settle();
     }
 
@@ -202,16 +216,16 @@ async fn keep_discovering(
                     ?unfit,
                     "methods whose replies do not fit the fan-out contract"
                 );
-                strong.replace(methods);
+                strong.replace(Some(methods));
                 retry = Duration::from_millis(200);
                 REDISCOVER_EVERY
             }
             Err(ReflectionError::Unsupported(status)) => {
                 tracing::info!(
-                    message = status.message(),
+                    status_message = status.message(),
                     "the local gRPC server has no reflection service; only configured streamed methods apply"
                 );
-                strong.settle();
+                strong.replace(None);
                 REDISCOVER_EVERY
             }
             Err(err) => {

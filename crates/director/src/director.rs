@@ -42,7 +42,7 @@ use tonic::Status;
 
 use crate::addr::MachineAddr;
 use crate::authz::{Caller, Policy};
-use crate::catalog::{FIRST_DISCOVERY_WAIT, MethodCatalog};
+use crate::catalog::{FIRST_DISCOVERY_WAIT, MethodCatalog, MethodFacts};
 use crate::down::{DownBackend, NO_HEARTBEAT};
 use crate::local::LocalBackend;
 use crate::registry::Registry;
@@ -437,16 +437,7 @@ impl MachineDirector {
             key == MACHINES && (values.len() > 1 || resolved.wildcard || self.always_fan_out);
         let mode = if fan_out {
             state.policy.check_fan_out(method)?;
-            if let Some(unfit) = self
-                .catalog
-                .as_ref()
-                .and_then(|c| c.get(method))
-                .and_then(|facts| facts.unfit)
-            {
-                return Err(Status::failed_precondition(format!(
-                    "{method} cannot fan out: {unfit}"
-                )));
-            }
+            self.check_reply_type(method)?;
             Mode::OneToMany(self.shape(method))
         } else {
             Mode::OneToOne
@@ -464,6 +455,31 @@ impl MachineDirector {
             })
             .collect();
         Ok(Route { mode, backends })
+    }
+
+    /// Refuses a fan-out whose replies cannot carry the machines' tags, as
+    /// far as the local server's reflection tells: a declared reply type
+    /// that does not fit, or a method the server does not declare (its
+    /// reply type is unknown) unless configured as streamed.
+    fn check_reply_type(&self, method: &str) -> Result<(), Status> {
+        let Some(catalog) = &self.catalog else {
+            return Ok(());
+        };
+        match catalog.get(method) {
+            Some(MethodFacts {
+                unfit: Some(unfit), ..
+            }) => Err(Status::failed_precondition(format!(
+                "{method} cannot fan out: {unfit}"
+            ))),
+            None if catalog.answered() && self.streamed.shape(method) == ReplyShape::Unary => {
+                Err(Status::failed_precondition(format!(
+                    "{method} cannot fan out: the local server does not declare it, so its \
+                     reply type is unknown (name it in streamed_methods if its replies are \
+                     fan-out entries)"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// How fan-out replies of `method` reach the client: streamed when

@@ -17,6 +17,7 @@ use switchyard_testkit::server::TestServer;
 use switchyard_testkit::wait::{bounded, socket_dir};
 use tonic::Code;
 
+const TWICE: [(&str, &str); 1] = [("machines", "fd00::1,fd00::1")];
 const WATCH: &str = "/machineinfo.v1.MachineInfo/Watch";
 const DESCRIBE: &str = "/machineinfo.v1.MachineInfo/Describe";
 
@@ -81,28 +82,8 @@ async fn an_embedded_director_with_defaults_streams_fan_out_and_refuses_unfit_re
     let dir = socket_dir("embedded");
     let socket = dir.path().join("api.sock");
     let _server = TestServer::spawn_unix_reflecting("local", &socket).await;
-    let director = MachineDirector::new(
-        &socket,
-        51000,
-        DirectorOptions {
-            local_address: Some("fd00::1".parse().unwrap()),
-            ..DirectorOptions::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let proxy = TransparentProxy::new(director);
-    tokio::spawn(async move {
-        switchyard_engine::server::serve(
-            listener,
-            proxy,
-            &ServerConfig::default(),
-            std::future::pending(),
-        )
-        .await;
-    });
-    let endpoint = format!("http://{addr}");
-    let twice = [("machines", "fd00::1,fd00::1")];
+    let endpoint = serve_director(&socket, DirectorOptions::default()).await;
+    let twice = TWICE;
 
     // The very first call is a streaming fan-out: each reply comes tagged,
     // as it arrives (merged as unary, the second reply would end the
@@ -152,4 +133,106 @@ async fn an_embedded_director_with_defaults_streams_fan_out_and_refuses_unfit_re
     // One-to-one it is served as always.
     let reply = plain.ping(PingRequest::default()).await.unwrap();
     assert_eq!(reply.into_inner().server, "local");
+}
+
+/// A director in front of the server at `socket`, as this machine
+/// `fd00::1`, served on loopback; its endpoint URL.
+async fn serve_director(socket: &std::path::Path, options: DirectorOptions) -> String {
+    let director = MachineDirector::new(
+        socket,
+        51000,
+        DirectorOptions {
+            local_address: Some("fd00::1".parse().unwrap()),
+            ..options
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = TransparentProxy::new(director);
+    tokio::spawn(async move {
+        switchyard_engine::server::serve(
+            listener,
+            proxy,
+            &ServerConfig::default(),
+            std::future::pending(),
+        )
+        .await;
+    });
+    format!("http://{addr}")
+}
+
+/// The codes of a fan-out reply's error entries.
+fn entry_codes(reply: &machine_info::pb::DescribeResponse) -> Vec<i32> {
+    reply
+        .messages
+        .iter()
+        .map(|d| {
+            d.metadata
+                .as_ref()
+                .and_then(|m| m.status.as_ref())
+                .map_or(0, |s| s.code)
+        })
+        .collect()
+}
+
+/// The test server declares no `MachineInfo`: once it answered reflection, a
+/// tagged fan-out of `MachineInfo/Describe` (to this machine, named twice:
+/// one entry) is refused (tags would be
+/// written into a reply type nobody knows), unless configured as streamed;
+/// a server without reflection is trusted as before.
+#[tokio::test]
+async fn an_undeclared_method_does_not_fan_out_once_the_server_answered_reflection() {
+    use machine_info::pb::DescribeRequest;
+    use machine_info::pb::machine_info_client::MachineInfoClient;
+
+    let dir = socket_dir("undeclared");
+    let socket = dir.path().join("api.sock");
+    let _server = TestServer::spawn_unix_reflecting("local", &socket).await;
+    let endpoint = serve_director(&socket, DirectorOptions::default()).await;
+    let mut client = MachineInfoClient::connect(endpoint).await.unwrap();
+    let status = client
+        .describe(with_meta(DescribeRequest {}, &TWICE))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().starts_with(&format!(
+            "{DESCRIBE} cannot fan out: the local server does not declare it"
+        )),
+        "{}",
+        status.message()
+    );
+    // One-to-one it is forwarded (and the server says it has no such method).
+    let status = client.describe(DescribeRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // Named in streamed_methods: fanned out, each machine's answer an entry.
+    let options = DirectorOptions {
+        streamed: switchyard_director::StreamedMethods::from_list([WATCH]),
+        ..DirectorOptions::default()
+    };
+    let endpoint = serve_director(&socket, options).await;
+    let mut client = MachineInfoClient::connect(endpoint).await.unwrap();
+    let mut stream = client
+        .watch(with_meta(machine_info::pb::WatchRequest::default(), &TWICE))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut codes = Vec::new();
+    while let Some(tick) = bounded("a Watch entry", stream.message()).await.unwrap() {
+        codes.push(tick.metadata.and_then(|m| m.status).map_or(0, |s| s.code));
+    }
+    assert_eq!(codes, [Code::Unimplemented as i32]);
+
+    // A server without reflection: nothing is known, the fan-out goes ahead.
+    let plain_socket = dir.path().join("plain.sock");
+    let _plain = TestServer::spawn_unix("plain", &plain_socket).await;
+    let endpoint = serve_director(&plain_socket, DirectorOptions::default()).await;
+    let mut client = MachineInfoClient::connect(endpoint).await.unwrap();
+    let reply = client
+        .describe(with_meta(DescribeRequest {}, &TWICE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(entry_codes(&reply), [Code::Unimplemented as i32]);
 }
