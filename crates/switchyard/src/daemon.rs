@@ -236,8 +236,11 @@ impl Daemon {
         &self.director
     }
 
-    /// Applies the reloadable settings without dropping running calls.
-    pub fn reload(&self, live: &LiveSettings) {
+    /// Applies the reloadable settings without dropping running calls: the
+    /// [`LiveSettings`], and the `[tls]` files (new paths included) when TLS
+    /// is on.
+    pub fn reload(&self, settings: &Settings) {
+        let live = &settings.live;
         match &self.etcd {
             None => self.director.set_registry(live.machines.clone()),
             Some(etcd) => {
@@ -260,8 +263,16 @@ impl Daemon {
         self.director.set_policy(policy(live, self.tls.is_some()));
         self.telemetry.set_access_log(live.access_log);
         if let Some(tls) = &self.tls {
-            match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificates reloaded; new connections use them"),
+            let reloaded = match settings.tls_paths() {
+                Some(paths) => tls.reload_from(paths),
+                // Without [tls] now: a restart turns TLS off (reported as such).
+                None => tls.reload(),
+            };
+            match reloaded {
+                Ok(()) => tracing::info!(
+                    cert = %tls.paths().cert.display(),
+                    "TLS certificates reloaded; new connections use them"
+                ),
                 Err(err) => {
                     tracing::warn!(error = %err, "TLS reload failed; keeping the certificates in force")
                 }

@@ -68,7 +68,7 @@ pub async fn run(options: Options, settings: Settings) -> anyhow::Result<()> {
                         if !restart.is_empty() {
                             tracing::warn!(settings = ?restart, "changed settings take effect only after a restart");
                         }
-                        daemon.reload(&new.live);
+                        daemon.reload(&new);
                     }
                     Err(err) => tracing::warn!(error = format!("{err:#}"), "reload failed; keeping the running configuration"),
                 }

@@ -138,7 +138,7 @@ async fn reload_adds_a_machine_without_dropping_a_running_stream() {
     machines[B].name = "bravo".to_owned();
     let mut settings = cluster.nodes[A].settings.clone();
     settings.live.machines = Some(switchyard_director::Registry::new(machines).unwrap());
-    cluster.daemon(A).reload(&settings.live);
+    cluster.daemon(A).reload(&settings);
 
     let reply = call_describe(&mut client, &[("machines", "gamma")])
         .await
@@ -169,7 +169,7 @@ async fn reload_adds_a_machine_without_dropping_a_running_stream() {
 
     // A reload that changes nothing is harmless to cached connections.
     let before = cluster.daemon(A).director().cached_remotes();
-    cluster.daemon(A).reload(&settings.live);
+    cluster.daemon(A).reload(&settings);
     assert_eq!(cluster.daemon(A).director().cached_remotes(), before);
     cluster.shutdown().await;
 }

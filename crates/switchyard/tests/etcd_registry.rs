@@ -141,7 +141,7 @@ async fn machines_register_themselves_and_fan_out_sees_all() {
         assert_eq!(daemon.etcd_registry().unwrap().full_reads(), 1);
     }
     // A reload (SIGHUP) leaves the registry to etcd.
-    cluster.daemon(A).reload(&cluster.nodes[A].settings.live);
+    cluster.daemon(A).reload(&cluster.nodes[A].settings);
     let reply = call_describe(&mut cluster.client(A), &[("machines", "*")])
         .await
         .unwrap();

@@ -268,7 +268,7 @@ async fn a_stream_outlives_a_certificate_rotation() {
     let stash = certs.dir.join("alpha.key.good");
     std::fs::rename(&certs.machine("alpha").key, &stash).unwrap();
     std::fs::copy(certs.machine("beta").key, certs.machine("alpha").key).unwrap();
-    cluster.daemon(A).reload(&cluster.nodes[A].settings.live);
+    cluster.daemon(A).reload(&cluster.nodes[A].settings);
     call_describe(&mut tls_client(addr, &admin), &[])
         .await
         .unwrap();
@@ -279,7 +279,7 @@ async fn a_stream_outlives_a_certificate_rotation() {
     // A new CA and new certificates everywhere (same files), then reloads.
     let rotated = Certs::create(&certs.dir);
     for i in 0..NAMES.len() {
-        cluster.daemon(i).reload(&cluster.nodes[i].settings.live);
+        cluster.daemon(i).reload(&cluster.nodes[i].settings);
     }
     // New connections need the new CA…
     let fresh = rotated.client("admin", &["admin"]);
@@ -329,5 +329,37 @@ async fn grpcio_with_client_certificates_on_the_tcp_listener() {
     )
     .await;
     assert!(stdout.contains("ok   Describe"), "{stdout}");
+    cluster.shutdown().await;
+}
+
+/// Rotation to new file names: a reload whose `[tls]` names other files
+/// applies them (new connections present and trust the new ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_new_tls_paths() {
+    let (mut cluster, certs) = Cluster::start_tls("tls-paths", |_, _, _| {}).await;
+    let addr = cluster.nodes[A].addr;
+    let old = certs.client("admin", &["admin"]);
+    call_describe(&mut tls_client(addr, &old), &[])
+        .await
+        .unwrap();
+
+    let rotated = Certs::create(&certs.dir.join("2027"));
+    let mut settings = cluster.nodes[A].settings.clone();
+    settings.start.tls = Some(rotated.machine("alpha").into());
+    assert!(
+        settings
+            .needing_restart(&cluster.nodes[A].settings)
+            .is_empty(),
+        "new paths need no restart"
+    );
+    cluster.daemon(A).reload(&settings);
+    cluster.nodes[A].settings = settings;
+
+    let fresh = rotated.client("admin", &["admin"]);
+    call_describe(&mut tls_client(addr, &fresh), &[])
+        .await
+        .unwrap();
+    let status = call_describe(&mut tls_client(addr, &old), &[]).await;
+    assert!(status.is_err(), "the old CA still works: {status:?}");
     cluster.shutdown().await;
 }

@@ -539,13 +539,18 @@ impl Settings {
     }
 
     /// The settings that differ from `running` but only take effect on a
-    /// restart: every [`StartSettings`] key whose value changed, sorted.
+    /// restart: every [`StartSettings`] key whose value changed, sorted. New
+    /// `[tls]` paths are applied by a reload; only turning TLS on or off
+    /// needs a restart.
     pub fn needing_restart(&self, running: &Settings) -> Vec<String> {
         let keys = |s: &StartSettings| toml::Table::try_from(s).unwrap_or_default();
         let (new, old) = (keys(&self.start), keys(&running.start));
+        let reloadable =
+            |key: &str| key == "tls" && self.start.tls.is_some() && running.start.tls.is_some();
         let mut changed: Vec<String> = new
             .keys()
             .chain(old.keys())
+            .filter(|key| !reloadable(key))
             .filter(|key| new.get(*key) != old.get(*key))
             .cloned()
             .collect();

@@ -233,6 +233,21 @@ fn reload_names_what_needs_a_restart() {
 }
 
 #[test]
+fn new_tls_paths_are_reloaded_but_turning_tls_on_needs_a_restart() {
+    let tls = |dir: &str| {
+        file(&format!(
+            "[tls]\ncert = \"/{dir}/a.crt\"\nkey = \"/{dir}/a.key\"\nca = \"/{dir}/ca.crt\""
+        ))
+    };
+    let plain = Settings::merge(&listening(), &Options::default()).unwrap();
+    let old = Settings::merge(&listening(), &tls("old")).unwrap();
+    let new = Settings::merge(&listening(), &tls("new")).unwrap();
+    assert!(new.needing_restart(&old).is_empty());
+    assert_eq!(old.needing_restart(&plain), ["tls"]);
+    assert_eq!(plain.needing_restart(&old), ["tls"]);
+}
+
+#[test]
 fn tls_flags_complete_the_files_table() {
     let text = "local_socket = \"/x\"\nlisten = [\"unix:/s\"]\n[tls]\ncert = \"/a.crt\"\nca = \"/ca.crt\"\n";
     let err = Settings::merge(&Options::default(), &file(text))
