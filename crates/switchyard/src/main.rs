@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use switchyard::cert::CertArgs;
 use switchyard::client::{CallArgs, ClientCommand, DescribeArgs, ListArgs, MachinesArgs};
 use switchyard::config::Options;
@@ -42,7 +42,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
@@ -72,6 +75,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, `serve`'s help showing the settings' defaults.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("serve", switchyard::config::with_defaults)
 }
 
 /// Prints a command-line error; a bad flag value is named by its setting

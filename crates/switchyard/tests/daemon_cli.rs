@@ -552,3 +552,20 @@ async fn cert_makes_a_ca_machines_and_callers() {
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("refusing to overwrite"), "{stderr}");
 }
+
+#[test]
+fn serve_help_shows_the_settings_own_defaults() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    // The default listener is this machine's address, never every interface.
+    assert!(
+        help.contains("[default: [local_address]:remote_port]"),
+        "{help}"
+    );
+    assert!(!help.contains("[::]"), "{help}");
+    assert!(help.contains("[default: 33554432]"), "{help}");
+}

@@ -12,6 +12,7 @@
 //! Adding a setting: a field of [`Options`] (its flag, key and help text), and
 //! one of [`StartSettings`] or [`LiveSettings`] (its type and default).
 
+mod defaults;
 mod value;
 
 use std::num::NonZeroU16;
@@ -30,6 +31,7 @@ use switchyard_engine::Address;
 use switchyard_engine::config::DEFAULT_MAX_MESSAGE_SIZE;
 use switchyard_engine::tls::TlsPaths;
 
+pub use defaults::{defaults, with_defaults};
 pub use value::{
     Count, EtcdEndpoint, EtcdPrefix, Identifier, Listen, LogFormat, MessageSize, MethodName, Secs,
     SocketMode,
@@ -56,23 +58,22 @@ pub struct Options {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Where to listen: `unix:/path`, `[ipv6]:port` or `ipv4:port`;
-    /// repeatable [default: `[::]:<remote-port>`].
+    /// Where to listen: `unix:/path`, `[ipv6]:port` or `ipv4:port`; repeatable.
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Option<Vec<Listen>>,
     /// Unix socket of this machine's own gRPC server.
     #[arg(long, value_name = "PATH")]
     pub local_socket: Option<PathBuf>,
-    /// Port of the other machines' Switchyards [default: 51000].
+    /// Port of the other machines' Switchyards.
     #[arg(long, value_name = "PORT")]
     pub remote_port: Option<NonZeroU16>,
     /// This machine's IPv6 address (calls for it are served locally).
     #[arg(long, value_name = "IPV6")]
     pub local_address: Option<MachineAddr>,
-    /// Permissions of Unix listener sockets, octal [default: 0660].
+    /// Permissions of Unix listener sockets, octal.
     #[arg(long, value_name = "MODE")]
     pub socket_mode: Option<SocketMode>,
-    /// Largest gRPC message accepted, in bytes, each way [default: 33554432].
+    /// Largest gRPC message accepted, in bytes, each way.
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<MessageSize>,
     /// A method whose replies stream (`/pkg.Service/Method`); repeatable.
@@ -89,14 +90,13 @@ pub struct Options {
         default_missing_value = "false"
     )]
     pub detect_streamed_methods: Option<bool>,
-    /// Bound of one connection attempt to another machine, in seconds [default: 10].
+    /// Bound of one connection attempt to another machine, in seconds.
     #[arg(long, value_name = "SECS")]
     pub connect_timeout_secs: Option<Secs>,
-    /// After SIGTERM, how long running calls may take to finish, in seconds [default: 10].
+    /// After SIGTERM, how long running calls may take to finish, in seconds.
     #[arg(long, value_name = "SECS")]
     pub shutdown_grace_secs: Option<Secs>,
-    /// Threads that run calls [default: 1; one core serves tens of thousands
-    /// of calls per second, and a single thread needs no cross-thread wakeups].
+    /// Threads that run calls.
     #[arg(long, value_name = "N")]
     pub worker_threads: Option<Count<MAX_WORKER_THREADS>>,
     /// A network (CIDR) that machines named by address may be in;
@@ -105,40 +105,38 @@ pub struct Options {
     /// used with a registry, which names every reachable machine.
     #[arg(long = "allowed-network", value_name = "CIDR")]
     pub allowed_networks: Option<Vec<Ipv6Net>>,
-    /// Most machines one call may name [default: 256].
+    /// Most machines one call may name.
     #[arg(long, value_name = "N")]
     pub max_targets: Option<Count<MAX_COUNT>>,
-    /// Most connections open at once [default: three quarters of the
-    /// open-file limit, which is raised to its maximum at start].
+    /// Most connections open at once.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<Count<MAX_COUNT>>,
-    /// How long a new connection may take to finish its handshake (TLS, the
-    /// HTTP/2 preface and SETTINGS), in seconds [default: 10].
+    /// How long a new connection may take to finish its handshake (TLS, the HTTP/2 preface and
+    /// SETTINGS), in seconds.
     #[arg(long, value_name = "SECS")]
     pub handshake_timeout_secs: Option<Secs>,
-    /// How long a machine in a streaming fan-out may leave the request
-    /// unread before it is dropped from the call, in seconds [default: 5].
+    /// How long a machine in a streaming fan-out may leave the request unread before it is
+    /// dropped from the call, in seconds.
     #[arg(long, value_name = "SECS")]
     pub request_stall_secs: Option<Secs>,
-    /// Group owning the Unix listener sockets (a name or a number), so that
-    /// its members may connect [default: the daemon's group].
+    /// Group owning the Unix listener sockets (a name or a number), so that its members may
+    /// connect.
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
-    /// Where to serve Prometheus metrics (`/metrics`) and health
-    /// (`/healthz`, `/readyz`) over plain HTTP: `[ip]:port`, `ip:port` or
-    /// `unix:/path` [default: off].
+    /// Where to serve Prometheus metrics (`/metrics`) and health (`/healthz`, `/readyz`) over
+    /// plain HTTP: `[ip]:port`, `ip:port` or `unix:/path`.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<Listen>,
     /// One log line per call at `info` (otherwise at `debug`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub access_log: Option<bool>,
-    /// Log line format [default: text].
+    /// Log line format.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Mutual TLS on TCP (the `[tls]` table).
     #[command(flatten)]
     pub tls: Option<TlsOptions>,
-    /// A role of callers on the Unix socket; repeatable [default: admin].
+    /// A role of callers on the Unix socket; repeatable.
     #[arg(long = "unix-role", value_name = "ROLE")]
     pub unix_roles: Option<Vec<String>>,
     /// A method (pattern) that may fan out; repeatable. When set, a fan-out
@@ -193,7 +191,7 @@ pub struct EtcdOptions {
         value_name = "URL"
     )]
     pub endpoints: Option<Vec<EtcdEndpoint>>,
-    /// Key prefix of the registry in etcd [default: /switchyard/].
+    /// Key prefix of the registry in etcd.
     #[arg(
         id = "registry.etcd.prefix",
         long = "etcd-prefix",
@@ -204,16 +202,15 @@ pub struct EtcdOptions {
     /// and keep its liveness key alive.
     #[arg(id = "registry.etcd.register", long = "etcd-register", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub register: Option<bool>,
-    /// Lease TTL of the liveness key: how soon a dead machine shows as down,
-    /// in seconds [default: 10].
+    /// Lease TTL of the liveness key: how soon a dead machine shows as down, in seconds.
     #[arg(
         id = "registry.etcd.heartbeat_ttl_secs",
         long = "etcd-heartbeat-ttl-secs",
         value_name = "SECS"
     )]
     pub heartbeat_ttl_secs: Option<Secs>,
-    /// Treat members without a liveness key as down [default: true]; turn
-    /// off when members are written by hand and no machine registers.
+    /// Treat members without a liveness key as down; turn off when members are written by hand
+    /// and no machine registers.
     #[arg(
         id = "registry.etcd.liveness",
         long = "etcd-liveness",
