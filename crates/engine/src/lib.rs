@@ -38,6 +38,7 @@
 //!   [`observe`]: what the engine reports (metrics, access logs).
 
 pub mod address;
+pub mod admission;
 pub mod backend;
 pub mod backoff;
 mod body;

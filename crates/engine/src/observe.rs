@@ -97,10 +97,14 @@ pub struct LegEnd<'a> {
 pub enum ConnectionEvent {
     /// Accepted (its handshake starts).
     Accepted,
-    /// Refused at the connection cap: every slot held an established connection.
+    /// Refused at the connection cap, or at its peer's share: every slot it
+    /// could take held a connection with a call running.
     Refused,
-    /// Closed at the connection cap while still in its handshake.
+    /// Closed at the connection cap (its slot went to a new connection):
+    /// it had sent no request yet, or had no open stream.
     Evicted,
+    /// Closed after the idle timeout without an open stream.
+    IdleClosed,
     /// Closed for not finishing its handshake in time.
     HandshakeTimeout,
     /// Its TLS handshake failed (no or untrusted certificate, not h2).

@@ -4,20 +4,24 @@
 //!
 //! Every connection is bounded before it costs anything: it must finish its
 //! handshake (TLS when configured, then the HTTP/2 preface and SETTINGS)
-//! within `handshake_timeout` or it is closed ([`crate::handshake`]), and at
-//! most `max_connections` are open at once. At the cap, a new connection
-//! evicts the oldest one still in its handshake — so idle sockets cannot lock
-//! legitimate callers out — and is refused only when every open connection
-//! has finished its handshake. Refusals are logged at most once a second.
+//! within `handshake_timeout` or it is closed ([`crate::handshake`]), and
+//! holds one of the slots that [`crate::admission`] hands out: at the cap a
+//! connection that never sent a request, else one with no open stream,
+//! gives its slot to the newcomer, a few slots are kept for Unix listeners,
+//! one peer holds at most its share, and idle connections are closed.
+//! Refusals and evictions are logged at most once a second.
 //!
 //! HTTP/1.1 requests get a clear `505` from the proxy (hyper-util's auto
 //! builder) on a connection that then closes.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,14 +29,15 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::BoxError;
+use crate::admission::{ActiveCall, Activity, Admission, Close, PeerKey, Refusal, Ticket};
+pub use crate::admission::{ConnectionLimit, ConnectionLimits};
 use crate::config::ServerConfig;
 use crate::handshake::{Handshake, Progress};
 use crate::log_limit::LogLimit;
@@ -82,6 +87,11 @@ impl fmt::Display for Listener {
 
 static ACCEPT_FAILED: LogLimit = LogLimit::new(Duration::from_secs(1));
 static REFUSED: LogLimit = LogLimit::new(Duration::from_secs(1));
+static EVICTED: LogLimit = LogLimit::new(Duration::from_secs(1));
+
+/// How long an evicted or idle connection may take to close after its
+/// GOAWAY (calls that crossed it finish) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting and lets running calls finish within the grace period.
@@ -100,18 +110,19 @@ pub async fn serve<S, B>(
     B::Error: Into<BoxError>,
 {
     let listener = listener.into();
-    let tls = match &listener {
-        Listener::Tcp(_) => config.tls.clone(),
-        Listener::Unix(_) => None,
-    };
+    let unix = matches!(listener, Listener::Unix(_));
+    let tls = if unix { None } else { config.tls.clone() };
+    static LISTENERS: AtomicU64 = AtomicU64::new(0);
     let serving = Serving {
         builder: builder(config),
         admission: config.connections.0.clone(),
+        listener: LISTENERS.fetch_add(1, Ordering::Relaxed),
         handshake_timeout: config.handshake_timeout,
         tls,
         observer: config.observer.clone(),
     };
-    let graceful = GracefulShutdown::new();
+    serving.admission.start_reaper();
+    let tasks = TaskTracker::new();
     let mut shutdown = std::pin::pin!(shutdown);
     tracing::info!(listener = %listener, tls = serving.tls.is_some(), "serving");
     loop {
@@ -130,28 +141,22 @@ pub async fn serve<S, B>(
                 continue;
             }
         };
-        let (ticket, evicted) = match serving.admission.admit() {
-            Some(admitted) => admitted,
-            None => {
-                serving.report(ConnectionEvent::Refused, &addr);
-                if let Some(suppressed) = REFUSED.check() {
-                    tracing::warn!(
-                        listener = %listener,
-                        peer = %addr,
-                        max_connections = serving.admission.max,
-                        suppressed,
-                        "connection refused: every connection slot is taken by an established connection"
-                    );
-                }
+        let key = match addr {
+            PeerAddr::Tcp(socket) => Some(PeerKey::Ip(socket.ip().to_canonical())),
+            PeerAddr::Unix { .. } => None,
+        };
+        let (ticket, evicted) = match serving.admission.admit(serving.listener, unix, key) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                serving.refused(refusal, &addr);
                 continue;
             }
         };
         serving.report(ConnectionEvent::Accepted, &addr);
         let service = service.clone();
         let serving = serving.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            serving.connection(io, addr, ticket, service, watcher).await;
+        tasks.spawn(async move {
+            serving.connection(io, addr, ticket, service).await;
         });
         if evicted {
             // Let the evicted connection close its socket before the next
@@ -161,7 +166,9 @@ pub async fn serve<S, B>(
     }
     drop(listener);
     tracing::info!(grace = ?config.grace_period, "shutting down; waiting for running calls");
-    if tokio::time::timeout(config.grace_period, graceful.shutdown())
+    serving.admission.close_listener(serving.listener);
+    tasks.close();
+    if tokio::time::timeout(config.grace_period, tasks.wait())
         .await
         .is_err()
     {
@@ -195,6 +202,8 @@ fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 struct Serving {
     builder: auto::Builder<TokioExecutor>,
     admission: Arc<Admission>,
+    /// This listener, among those sharing the admission.
+    listener: u64,
     handshake_timeout: Duration,
     tls: Option<Arc<TlsStore>>,
     observer: Option<SharedObserver>,
@@ -233,14 +242,8 @@ impl Serving {
 
     /// Runs one connection: TLS (when configured), the bounded HTTP/2
     /// handshake, then hyper until the connection ends or is evicted.
-    async fn connection<S, B>(
-        self,
-        io: Accepted,
-        addr: PeerAddr,
-        ticket: Ticket,
-        service: S,
-        watcher: Watcher,
-    ) where
+    async fn connection<S, B>(self, io: Accepted, addr: PeerAddr, ticket: Ticket, service: S)
+    where
         S: tower_service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
             + Clone
             + Send
@@ -255,7 +258,7 @@ impl Serving {
                 let acceptor = tls.acceptor();
                 let accepted = tokio::select! {
                     accepted = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => accepted,
-                    () = ticket.evicted.notified() => return self.evicted(&addr),
+                    reason = ticket.signal.closing() => return self.closed(reason, &addr),
                 };
                 let stream = match accepted {
                     Ok(Ok(stream)) => stream,
@@ -277,27 +280,70 @@ impl Serving {
                     return;
                 }
                 let certificates = tls_state.peer_certificates().map(<[_]>::to_vec);
+                // One client certificate is one peer, from whatever address.
+                if let Some(leaf) = certificates.as_ref().and_then(|c| c.first()) {
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    leaf.as_ref().hash(&mut hasher);
+                    let key = PeerKey::Certificate(hasher.finish());
+                    if let Err(refusal) = self.admission.identify(&ticket, key) {
+                        return self.refused(refusal, &addr);
+                    }
+                }
                 let peer = Arc::new(Peer::new(addr, certificates));
-                self.http(stream, peer, deadline, &ticket, service, watcher)
-                    .await;
+                self.http(stream, peer, deadline, &ticket, service).await;
             }
             (Accepted::Tcp(tcp), None) => {
                 let peer = Arc::new(Peer::new(addr, None));
-                self.http(tcp, peer, deadline, &ticket, service, watcher)
-                    .await;
+                self.http(tcp, peer, deadline, &ticket, service).await;
             }
             (Accepted::Unix(unix), _) => {
                 let peer = Arc::new(Peer::new(addr, None));
-                self.http(unix, peer, deadline, &ticket, service, watcher)
-                    .await;
+                self.http(unix, peer, deadline, &ticket, service).await;
             }
         }
     }
 
-    /// Reports a connection dropped by the cap while in its handshake.
-    fn evicted(&self, peer: &PeerAddr) {
-        tracing::debug!(peer = %peer, "connection evicted: still in its handshake at the connection cap");
-        self.report(ConnectionEvent::Evicted, peer);
+    /// Reports and logs a connection that was not admitted.
+    fn refused(&self, refusal: Refusal, peer: &PeerAddr) {
+        self.report(ConnectionEvent::Refused, peer);
+        if let Some(suppressed) = REFUSED.check() {
+            let limits = self.admission.limits;
+            match refusal {
+                Refusal::Full => tracing::warn!(
+                    peer = %peer,
+                    max_connections = limits.max,
+                    suppressed,
+                    "connection refused: every connection slot holds a connection with a call running"
+                ),
+                Refusal::PeerFull => tracing::warn!(
+                    peer = %peer,
+                    max_connections_per_peer = limits.per_peer,
+                    suppressed,
+                    "connection refused: this peer holds its share of connections, each with a call running"
+                ),
+            }
+        }
+    }
+
+    /// Reports a connection asked to close (evicted, idle, shutdown).
+    fn closed(&self, reason: Close, peer: &PeerAddr) {
+        match reason {
+            Close::Evicted => {
+                self.report(ConnectionEvent::Evicted, peer);
+                if let Some(suppressed) = EVICTED.check() {
+                    tracing::warn!(
+                        peer = %peer,
+                        suppressed,
+                        "connection evicted: its slot went to a new connection at the connection cap"
+                    );
+                }
+            }
+            Close::Idle => {
+                self.report(ConnectionEvent::IdleClosed, peer);
+                tracing::debug!(peer = %peer, "connection closed: no open stream for the idle timeout");
+            }
+            Close::Shutdown => {}
+        }
     }
 
     async fn http<IO, S, B>(
@@ -307,7 +353,6 @@ impl Serving {
         deadline: Instant,
         ticket: &Ticket,
         service: S,
-        watcher: Watcher,
     ) where
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
         S: tower_service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -318,34 +363,44 @@ impl Serving {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (io, handshake) = Handshake::new(io, Progress::SERVER, deadline);
+        // The connection counts as established from its first request
+        // (`WithPeer`), not from the end of its HTTP/2 handshake.
+        let (io, _progress) = Handshake::new(io, Progress::SERVER, deadline);
         let service = TowerToHyperService::new(WithPeer {
             inner: service,
             peer: peer.clone(),
+            activity: ticket.activity.clone(),
         });
         let conn = self
             .builder
             .serve_connection(TokioIo::new(io), service)
             .into_owned();
-        let mut conn = std::pin::pin!(watcher.watch(conn));
-        // Until its handshake is over the connection may be evicted; after
-        // it, only the connection itself is polled (it wakes several times
-        // per call).
-        let result = tokio::select! {
-            result = &mut conn => {
+        let mut conn = std::pin::pin!(conn);
+        // The connection first, so that its wake-ups poll little else.
+        let asked = tokio::select! {
+            biased;
+            result = conn.as_mut() => Err(result),
+            reason = ticket.signal.closing() => Ok(reason),
+        };
+        let result = match asked {
+            Err(result) => {
                 if result.is_err() && Instant::now() >= deadline {
                     self.report(ConnectionEvent::HandshakeTimeout, &peer.addr);
                 }
                 result
             }
-            progress = handshake => {
-                // Evicted just as it finished: the slot is promised away.
-                if progress.is_ok() && !ticket.established() {
-                    return self.evicted(&peer.addr);
+            Ok(reason) => {
+                self.closed(reason, &peer.addr);
+                // GOAWAY: calls already sent finish, new ones go elsewhere.
+                conn.as_mut().graceful_shutdown();
+                match reason {
+                    // The server's grace period bounds it.
+                    Close::Shutdown => conn.await,
+                    Close::Evicted | Close::Idle => tokio::time::timeout(CLOSE_GRACE, conn)
+                        .await
+                        .unwrap_or(Ok(())),
                 }
-                conn.await
             }
-            () = ticket.evicted.notified() => return self.evicted(&peer.addr),
         };
         if let Err(err) = result {
             tracing::debug!(peer = %peer.addr, error = %err, "connection ended with an error");
@@ -353,158 +408,84 @@ impl Serving {
     }
 }
 
-/// Puts the connection's [`Peer`] into every request's extensions.
+/// Puts the connection's [`Peer`] into every request's extensions, and
+/// counts its calls ([`Activity`]) until their responses end.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: Arc<Peer>,
+    activity: Arc<Activity>,
 }
 
-impl<S, B> tower_service::Service<Request<B>> for WithPeer<S>
+impl<S, B, RB> tower_service::Service<Request<B>> for WithPeer<S>
 where
-    S: tower_service::Service<Request<B>>,
+    S: tower_service::Service<Request<B>, Response = Response<RB>>,
 {
-    type Response = S::Response;
+    type Response = Response<Counted<RB>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = CountedFuture<S::Future>;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         request.extensions_mut().insert(self.peer.clone());
-        self.inner.call(request)
-    }
-}
-
-/// A bound on open connections, shared by every listener served with the
-/// same [`ServerConfig`] (clones share it): file descriptors are a process
-/// resource.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimit(Arc<Admission>);
-
-impl ConnectionLimit {
-    /// At most `max` connections open at once.
-    pub fn new(max: usize) -> Self {
-        Self(Arc::new(Admission::new(max)))
-    }
-
-    /// The bound.
-    pub fn max(&self) -> usize {
-        self.0.max
-    }
-}
-
-/// The open connections, and which are still in their handshake (oldest
-/// first), for the cap and eviction.
-#[derive(Debug)]
-struct Admission {
-    max: usize,
-    state: Mutex<AdmissionState>,
-}
-
-#[derive(Debug, Default)]
-struct AdmissionState {
-    open: usize,
-    next_id: u64,
-    /// Connection ID → how to evict it.
-    handshaking: BTreeMap<u64, Arc<Notify>>,
-}
-
-/// One admitted connection; dropping it frees the slot.
-struct Ticket {
-    admission: Arc<Admission>,
-    id: u64,
-    evicted: Arc<Notify>,
-}
-
-impl Admission {
-    fn new(max: usize) -> Self {
-        Self {
-            max: max.max(1),
-            state: Mutex::new(AdmissionState::default()),
+        CountedFuture {
+            call: Some(self.activity.call_started()),
+            inner: self.inner.call(request),
         }
     }
+}
 
-    fn state(&self) -> std::sync::MutexGuard<'_, AdmissionState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A slot for a new connection: a free one, or the slot of the oldest
-    /// connection still in its handshake, which is evicted (then `true`).
-    /// `None` when every connection is established.
-    fn admit(self: &Arc<Self>) -> Option<(Ticket, bool)> {
-        let mut state = self.state();
-        let evicted = state.open >= self.max;
-        if evicted {
-            let (_, evict) = state.handshaking.pop_first()?;
-            evict.notify_one();
-            // Its ticket frees the slot when its task ends; until then the
-            // count is one over, which is what makes the eviction immediate.
-        }
-        state.open += 1;
-        state.next_id += 1;
-        let id = state.next_id;
-        let notify = Arc::new(Notify::new());
-        state.handshaking.insert(id, notify.clone());
-        let ticket = Ticket {
-            admission: self.clone(),
-            id,
-            evicted: notify,
-        };
-        Some((ticket, evicted))
+pin_project_lite::pin_project! {
+    /// A call's response future, holding its [`ActiveCall`] for the body.
+    struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<ActiveCall>,
     }
 }
 
-impl Ticket {
-    /// The connection finished its handshake: it can no longer be evicted.
-    /// `false` if it was evicted first.
-    fn established(&self) -> bool {
-        self.admission
-            .state()
-            .handshaking
-            .remove(&self.id)
-            .is_some()
+impl<F, RB, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<Counted<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let call = this.call.take();
+        Poll::Ready(result.map(|response| response.map(|body| Counted { body, _call: call })))
     }
 }
 
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let mut state = self.admission.state();
-        state.open -= 1;
-        state.handshaking.remove(&self.id);
+pin_project_lite::pin_project! {
+    /// A response body; its call counts as open until it is dropped.
+    struct Counted<B> {
+        #[pin]
+        body: B,
+        _call: Option<ActiveCall>,
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl<B: http_body::Body> http_body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
-    #[tokio::test]
-    async fn the_cap_evicts_the_oldest_handshake_then_refuses() {
-        let admission = Arc::new(Admission::new(2));
-        let (first, _) = admission.admit().unwrap();
-        let (second, evicted) = admission.admit().unwrap();
-        assert!(!evicted);
-        // At the cap: the oldest connection still in its handshake goes.
-        let (third, evicted) = admission.admit().unwrap();
-        assert!(evicted);
-        first.evicted.notified().await;
-        assert!(!first.established(), "evicted before it finished");
-        drop(first);
-        assert!(second.established());
-        assert!(third.established());
-        // Every slot holds an established connection: refused.
-        assert!(admission.admit().is_none());
-        drop(second);
-        let (fourth, _) = admission.admit().unwrap();
-        assert_eq!(admission.state().open, 2);
-        drop((third, fourth));
-        assert_eq!(admission.state().open, 0);
-        assert!(admission.state().handshaking.is_empty());
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

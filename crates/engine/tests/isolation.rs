@@ -110,6 +110,76 @@ async fn clients_that_stop_reading_stall_only_their_own_calls_over_one_and_two_h
     }
 }
 
+/// Connections that finished their handshake and made a call, then stay
+/// open with nothing running (PINGs answered), and connections whose first
+/// byte is not the preface, hold their slots only until someone needs one:
+/// new callers get in, on TCP and on the Unix socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_idle_connections_cannot_lock_callers_out_of_tcp_or_unix() {
+    use switchyard_engine::server::{ConnectionLimit, ConnectionLimits, serve};
+    use switchyard_testkit::client::unix_channel;
+
+    let (addr, _server) = TestServer::spawn_tcp("backend").await;
+    let server = ServerConfig {
+        connections: ConnectionLimit::with(ConnectionLimits {
+            max: 24,
+            unix_reserved: 4,
+            per_peer: 24,
+            idle_timeout: Duration::from_secs(300),
+        }),
+        ..ServerConfig::default()
+    };
+    let proxy = spawn_proxy_with(
+        StaticDirector::one(TestBackend::tcp("backend", addr)),
+        ProxyConfig::default(),
+        server.clone(),
+    )
+    .await;
+    let dir = switchyard_testkit::wait::socket_dir("idle-unix");
+    let socket = dir.path().join("proxy.sock");
+    let unix = tokio::net::UnixListener::bind(&socket).unwrap();
+    let unix_proxy = switchyard_engine::TransparentProxy::new(StaticDirector::one(
+        TestBackend::tcp("backend", addr),
+    ));
+    tokio::spawn(async move { serve(unix, unix_proxy, &server, std::future::pending()).await });
+
+    // Every TCP slot: established by a call each, then idle.
+    let mut idle = Vec::new();
+    for i in 0..20 {
+        let mut client = test_client(tcp_channel(proxy.addr));
+        let reply = client
+            .ping(PingRequest {
+                value: format!("idle {i}"),
+                ..Default::default()
+            })
+            .await;
+        assert!(reply.is_ok(), "connection {i}: {reply:?}");
+        idle.push(client);
+    }
+    // And more that send one byte that is not the preface.
+    let mut junk = Vec::new();
+    for _ in 0..20 {
+        let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        socket.write_all(b"X").await.unwrap();
+        junk.push(socket);
+    }
+    victim_answers(proxy.addr).await;
+    let mut local = test_client(unix_channel(&socket));
+    let reply = bounded_for(Duration::from_secs(5), "the Unix caller's call", async {
+        local.ping(PingRequest::default()).await
+    })
+    .await;
+    assert!(reply.is_ok(), "{reply:?}");
+    // The idle callers lost only their connection: their next call dials anew.
+    let reply = bounded_for(
+        Duration::from_secs(5),
+        "an evicted caller's next call",
+        async { idle[0].ping(PingRequest::default()).await },
+    )
+    .await;
+    assert!(reply.is_ok(), "{reply:?}");
+}
+
 #[tokio::test]
 async fn idle_and_half_open_connections_cannot_lock_callers_out() {
     let (addr, _server) = TestServer::spawn_tcp("backend").await;

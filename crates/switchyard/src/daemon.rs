@@ -167,7 +167,7 @@ impl Daemon {
         let front = Front::new(proxy, director.clone());
         let server = ServerConfig {
             grace_period: start.shutdown_grace_secs.into(),
-            connections: ConnectionLimit::new(settings.max_connections()),
+            connections: ConnectionLimit::with(settings.connection_limits()),
             handshake_timeout: start.handshake_timeout_secs.into(),
             tls: tls.clone(),
             observer: Some(observer),

@@ -276,7 +276,7 @@ impl Metrics {
         let connections = Family::default();
         registry.register(
             "connections",
-            "Connections by event: accepted, refused (cap), evicted (cap), handshake_timeout, tls_failed",
+            "Connections by event: accepted, refused (cap), evicted (cap), idle_closed, handshake_timeout, tls_failed",
             connections.clone(),
         );
         let methods = Names::default();
@@ -462,6 +462,7 @@ impl Metrics {
             ConnectionEvent::Accepted => "accepted",
             ConnectionEvent::Refused => "refused",
             ConnectionEvent::Evicted => "evicted",
+            ConnectionEvent::IdleClosed => "idle_closed",
             ConnectionEvent::HandshakeTimeout => "handshake_timeout",
             ConnectionEvent::TlsFailed => "tls_failed",
         };

@@ -15,12 +15,16 @@ const REQUIRED: &str = "required";
 
 /// Defaults that are not a value of their own: the setting is unset, and
 /// this is what happens then.
-const DESCRIBED: [(&str, &str); 14] = [
+const DESCRIBED: [(&str, &str); 15] = [
     ("listen", "[local_address]:remote_port"),
     ("local_socket", REQUIRED),
     ("local_address", "none"),
     ("socket_group", "the daemon's"),
     ("max_connections", "¾ of the open-file limit"),
+    (
+        "unix_reserved_connections",
+        "1/16 of max_connections, at most 64",
+    ),
     ("tls", "off"),
     ("metrics_listen", "off"),
     ("machine_id", "none"),

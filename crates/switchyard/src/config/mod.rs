@@ -29,6 +29,7 @@ use switchyard_director::{
 };
 use switchyard_engine::Address;
 use switchyard_engine::config::DEFAULT_MAX_MESSAGE_SIZE;
+use switchyard_engine::server::ConnectionLimits;
 use switchyard_engine::tls::TlsPaths;
 
 pub use defaults::{defaults, with_defaults};
@@ -111,6 +112,16 @@ pub struct Options {
     /// Most connections open at once.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<Count<MAX_COUNT>>,
+    /// Most connections one peer may hold: one IP address, and with TLS one client
+    /// certificate.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_peer: Option<Count<MAX_COUNT>>,
+    /// Connection slots only Unix-listener callers may take (the machine's operators).
+    #[arg(long, value_name = "N")]
+    pub unix_reserved_connections: Option<Count<MAX_COUNT>>,
+    /// How long a connection may stay open without a call running, in seconds.
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout_secs: Option<Secs>,
     /// How long a new connection may take to finish its handshake (TLS, the HTTP/2 preface and
     /// SETTINGS), in seconds.
     #[arg(long, value_name = "SECS")]
@@ -294,6 +305,14 @@ pub struct StartSettings {
     /// Most connections open at once; `None` derives it from the open-file
     /// limit ([`Settings::max_connections`]).
     pub max_connections: Option<Count<MAX_COUNT>>,
+    /// Most connections per peer.
+    #[default(Count(switchyard_engine::admission::DEFAULT_PER_PEER))]
+    pub max_connections_per_peer: Count<MAX_COUNT>,
+    /// Slots kept for Unix listeners; `None` derives it from the cap.
+    pub unix_reserved_connections: Option<Count<MAX_COUNT>>,
+    /// Idle bound of connections.
+    #[default(Secs(switchyard_engine::admission::DEFAULT_IDLE_TIMEOUT))]
+    pub idle_timeout_secs: Secs,
     /// Handshake bound of new connections.
     #[default(Secs(std::time::Duration::from_secs(10)))]
     pub handshake_timeout_secs: Secs,
@@ -532,6 +551,26 @@ impl Settings {
                     .unwrap_or(usize::MAX)
                     .clamp(16, MAX_COUNT)
             }
+        }
+    }
+
+    /// The bounds on connections: [`Settings::max_connections`] in all, of
+    /// them the configured (or derived) Unix reserve, the per-peer share (at
+    /// most what TCP callers may hold) and the idle timeout.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        let start = &self.start;
+        let derived = ConnectionLimits::new(self.max_connections());
+        let unix_reserved = start
+            .unix_reserved_connections
+            .map_or(derived.unix_reserved, |Count(n)| n.min(derived.max - 1));
+        ConnectionLimits {
+            unix_reserved,
+            per_peer: start
+                .max_connections_per_peer
+                .0
+                .min(derived.max - unix_reserved),
+            idle_timeout: start.idle_timeout_secs.into(),
+            ..derived
         }
     }
 
