@@ -54,7 +54,7 @@ pin() {
 # DEST (which must not exist). The .crate file is the one cargo downloaded
 # and verified against the registry index; its SHA-256 must also match the
 # pin, so a changed registry or a tampered cache is caught. With SHA256 "-"
-# (a new version being pinned) the checksum is printed instead.
+# (a new version being pinned) any checksum is taken; FETCHED_SHA has it.
 fetch() {
     local crate="$1" version="$2" sha="$3" dest="$4"
     local m="$work/fetch-$crate"
@@ -93,9 +93,7 @@ EOF
     [ -f "$file" ] || die "$file is missing (cargo unpacked $unpacked but kept no .crate)"
     local actual
     actual="$(sha256sum "$file" | cut -d ' ' -f 1)"
-    if [ "$sha" = "-" ]; then
-        echo "vendor.sh: $crate $version: sha256 $actual (put it in patches/VERSIONS)" >&2
-    elif [ "$actual" != "$sha" ]; then
+    if [ "$sha" != "-" ] && [ "$actual" != "$sha" ]; then
         die "$file has sha256 $actual, but patches/VERSIONS pins $sha"
     fi
     mkdir -p "$work/unpack-$crate"
@@ -187,9 +185,10 @@ rebuild_one() {
     rm -rf "$here/$crate"
     cp -R "$new" "$here/$crate"
     if [ "$sha" = "-" ]; then
-        awk -v c="$crate" -v s="$FETCHED_SHA" '$1 == c && $3 == "-" { $3 = s } { print }' \
+        awk -v c="$crate" -v s="$FETCHED_SHA" '$1 == c && $3 == "-" { sub(/-[[:space:]]*$/, s) } { print }' \
             "$here/VERSIONS" >"$work/VERSIONS"
         cp "$work/VERSIONS" "$here/VERSIONS"
+        echo "pinned: $crate $version, sha256 $FETCHED_SHA (patches/VERSIONS)"
     fi
     if [ "$status" -ne 0 ]; then
         cat "$work/apply.log" >&2
