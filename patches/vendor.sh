@@ -7,11 +7,12 @@
 #   + patches/<crate>/PATCH.md (ours: what the change is and why)
 #
 # Usage:
-#   patches/vendor.sh check [h2|hyper|all]    verify the trees (CI runs this)
-#   patches/vendor.sh rebuild h2|hyper|all    recreate the trees from the
-#                                             pinned release plus the diff
-#   patches/vendor.sh diff h2|hyper|all       rewrite <crate>.diff from the
-#                                             vendored tree (after editing it)
+#   patches/vendor.sh check [CRATE|all]    verify the trees (CI runs this)
+#   patches/vendor.sh rebuild CRATE|all    recreate the trees from the pinned
+#                                          release plus the diff
+#   patches/vendor.sh diff CRATE|all       rewrite <crate>.diff from the
+#                                          vendored tree (after editing it)
+#   CRATE: one of those listed in patches/VERSIONS (h2, hyper).
 #
 # Moving to a new upstream release: edit the version in patches/VERSIONS and
 # clear its checksum (`-`), run `patches/vendor.sh rebuild <crate>` (it fills
@@ -26,7 +27,6 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cargo="${CARGO:-cargo}"
-all_crates=(h2 hyper)
 
 die() {
     echo "vendor.sh: $*" >&2
@@ -227,11 +227,15 @@ diff_one() {
     echo "wrote: patches/$crate.diff ($(grep -c '^diff --git ' "$here/$crate.diff") files)"
 }
 
+# crates_of all|CRATE: the crates listed in patches/VERSIONS, or CRATE if it
+# is one of them.
 crates_of() {
+    local listed
+    listed="$(awk '!/^#/ && NF { print $1 }' "$here/VERSIONS")"
     case "${1:-}" in
-    all) echo "${all_crates[@]}" ;;
-    h2 | hyper) echo "$1" ;;
-    *) usage ;;
+    all) echo "$listed" ;;
+    "") usage ;;
+    *) printf '%s\n' "$listed" | grep -qx -- "$1" || die "$1 is not listed in patches/VERSIONS"; echo "$1" ;;
     esac
 }
 
