@@ -31,8 +31,12 @@ use tokio::time::Instant;
 use crate::address::Address;
 use crate::config::ChannelConfig;
 use crate::handshake::{Handshake, Progress};
+use crate::log_limit::LogLimit;
 use crate::tls::{self, PeerName};
 use crate::upstream::{SendRequest, Upstream};
+
+static TARGET_DOWN: LogLimit = LogLimit::new(Duration::from_secs(1));
+static TARGET_UP: LogLimit = LogLimit::new(Duration::from_secs(1));
 
 /// Why no connection could be had. Displays the detail for logs; callers of
 /// a proxy get a uniform message from their backend instead.
@@ -297,7 +301,11 @@ impl Inner {
             .backoff
             .delay(failures.saturating_sub(1), rand::random::<f64>());
         if failures == 1 {
-            tracing::warn!(upstream = %self.target, error = %cause, retry_in = ?delay, "target down; calls fail at once until the next attempt");
+            // Callers choose targets (made-up addresses included): one line
+            // per interval, however many go down.
+            if let Some(suppressed) = TARGET_DOWN.check() {
+                tracing::warn!(upstream = %self.target, error = %cause, retry_in = ?delay, suppressed, "target down; calls fail at once until the next attempt");
+            }
         } else {
             tracing::debug!(upstream = %self.target, error = %cause, failures, retry_in = ?delay, "target still down");
         }
@@ -323,7 +331,9 @@ async fn dial_task(inner: Weak<Inner>, failures: u32, tx: watch::Sender<Outcome>
     match result {
         Ok((conn, driver)) => {
             if failures > 0 {
-                tracing::info!(upstream = %strong.target, "target reachable again");
+                if let Some(suppressed) = TARGET_UP.check() {
+                    tracing::info!(upstream = %strong.target, suppressed, "target reachable again");
+                }
             } else {
                 tracing::debug!(upstream = %strong.target, "connected");
             }

@@ -517,3 +517,41 @@ async fn a_status_message_cannot_forge_a_text_log_line() {
         );
     }
 }
+
+/// Every machine a caller names that turns out down is a warning a caller
+/// can multiply: a hundred made-up machines (IPv4 loopback addresses on a
+/// port nobody listens on) write one line, not a hundred.
+#[tokio::test]
+async fn machines_going_down_are_logged_within_the_rate_limit() {
+    let dir = socket_dir("down-log");
+    let (mut args, listen, _service) = unix_daemon_args(dir.path());
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    args.extend([
+        format!("--remote-port={closed}"),
+        "--allowed-network=::ffff:127.0.0.0/104".to_owned(),
+    ]);
+    let mut daemon = Process::spawn(&args);
+    daemon.wait_listening(&listen).await;
+    let machines: Vec<String> = (1..=100).map(|i| format!("::ffff:127.0.0.{i}")).collect();
+    let reply = call_describe(
+        &mut unix_client(&listen),
+        &[("machines", &machines.join(","))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.messages.len(), 100);
+    assert!(
+        reply
+            .messages
+            .iter()
+            .all(|d| entry_error(d.metadata.as_ref()).is_some())
+    );
+    daemon.signal("TERM");
+    let (status, stderr) = daemon.wait_exit(WAIT).await;
+    assert!(status.success(), "{stderr}");
+    let lines = stderr.matches("target down").count();
+    assert!((1..=2).contains(&lines), "{lines} lines:\n{stderr}");
+}
