@@ -8,12 +8,16 @@
 //!   accepts connections and the registry is fresh; else 503 and the reason.
 //!
 //! It is reachable from the network like any listener, so it is bounded
-//! too: few connections at once, one request each, a deadline on the whole
-//! exchange.
+//! too: few connections at once, one request each, a short deadline on the
+//! request's headers and one on the whole exchange. Probes must get an
+//! answer even while someone holds connections open without asking
+//! anything: at the cap, a new connection takes the slot of the oldest one
+//! still waiting for its request ([`Slots`]).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,12 +27,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use switchyard_engine::server::Listener;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::metrics::Telemetry;
 
-/// Most operations connections served at once; more wait in the backlog.
-const MAX_CONNECTIONS: usize = 16;
+/// Most operations connections open at once.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Bound of reading a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Bound of one connection: read the request, answer, close.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,17 +71,16 @@ impl Ops {
     /// answers 503 (the daemon drains) until the task is dropped.
     pub async fn serve(self, listener: Listener, stopping: watch::Receiver<bool>) {
         let ops = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Arc::new(Slots::default());
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
             let accepted = match &listener {
                 Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
-                    tokio::spawn(exchange(ops.clone(), s, stopping.clone(), permit));
+                    let Some(slot) = slots.take() else { return };
+                    tokio::spawn(exchange(ops.clone(), s, stopping.clone(), slot));
                 }),
                 Listener::Unix(l) => l.accept().await.map(|(s, _)| {
-                    tokio::spawn(exchange(ops.clone(), s, stopping.clone(), permit));
+                    let Some(slot) = slots.take() else { return };
+                    tokio::spawn(exchange(ops.clone(), s, stopping.clone(), slot));
                 }),
             };
             if let Err(err) = accepted {
@@ -139,16 +145,79 @@ impl Ops {
     }
 }
 
-/// One request on `stream`, within [`EXCHANGE_TIMEOUT`].
-async fn exchange<S>(
-    ops: Arc<Ops>,
-    stream: S,
-    stopping: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
-) where
+/// The operations connections open, and which of them still wait for
+/// their request (oldest first), to give way at the cap.
+#[derive(Debug, Default)]
+struct Slots {
+    state: Mutex<SlotsState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotsState {
+    open: usize,
+    next_id: u64,
+    waiting: BTreeMap<u64, Arc<Notify>>,
+}
+
+/// One open operations connection; dropping it frees the slot.
+#[derive(Debug)]
+struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    evicted: Arc<Notify>,
+}
+
+impl Slots {
+    fn state(&self) -> std::sync::MutexGuard<'_, SlotsState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot: a free one, or the oldest waiting connection's, which is
+    /// closed; `None` when every connection is being answered.
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        let mut state = self.state();
+        if state.open >= MAX_CONNECTIONS {
+            let (_, evict) = state.waiting.pop_first()?;
+            evict.notify_one();
+        }
+        state.open += 1;
+        state.next_id += 1;
+        let id = state.next_id;
+        let evicted = Arc::new(Notify::new());
+        state.waiting.insert(id, evicted.clone());
+        Some(Slot {
+            slots: self.clone(),
+            id,
+            evicted,
+        })
+    }
+}
+
+impl Slot {
+    /// Its request arrived: it is answered, no longer evicted.
+    fn answering(&self) {
+        self.slots.state().waiting.remove(&self.id);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.slots.state();
+        state.open -= 1;
+        state.waiting.remove(&self.id);
+    }
+}
+
+/// One request on `stream`, within [`EXCHANGE_TIMEOUT`], unless a newer
+/// connection takes its slot before the request arrives.
+async fn exchange<S>(ops: Arc<Ops>, stream: S, stopping: watch::Receiver<bool>, slot: Slot)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let slot = Arc::new(slot);
+    let evicted = slot.evicted.clone();
     let service = hyper::service::service_fn(move |request| {
+        slot.answering();
         let (ops, stopping) = (ops.clone(), stopping.clone());
         async move {
             let stopping = *stopping.borrow();
@@ -157,11 +226,14 @@ async fn exchange<S>(
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(EXCHANGE_TIMEOUT)
+        .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(false)
         .max_buf_size(16 * 1024)
         .serve_connection(TokioIo::new(stream), service);
-    let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, connection).await;
+    tokio::select! {
+        _ = tokio::time::timeout(EXCHANGE_TIMEOUT, connection) => {}
+        () = evicted.notified() => {}
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -555,3 +555,27 @@ async fn machines_going_down_are_logged_within_the_rate_limit() {
     let lines = stderr.matches("target down").count();
     assert!((1..=2).contains(&lines), "{lines} lines:\n{stderr}");
 }
+
+/// Connections held open without a request (as a flaky client or an
+/// attacker would) never keep a probe from its answer: a new connection
+/// takes the slot of the oldest silent one.
+#[tokio::test]
+async fn probes_are_answered_while_idle_connections_hold_the_metrics_listener() {
+    let cluster = Cluster::start_with("metrics-idle", metrics_on).await;
+    let addr = cluster.daemon(A).metrics_addr().expect("metrics listener");
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    for path in ["/healthz", "/readyz"].into_iter().cycle().take(20) {
+        let (status, body) =
+            bounded_for(Duration::from_secs(2), "a probe", http_get(addr, path)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        // And more silent ones keep coming between probes.
+        for _ in 0..10 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+    }
+    drop(silent);
+    cluster.shutdown().await;
+}
