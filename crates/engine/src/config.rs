@@ -91,14 +91,25 @@ pub struct ProxyConfig {
     /// full) before it is dropped from the call with an error entry, so the
     /// others keep going.
     pub request_stall_timeout: Duration,
+    /// Largest request header list forwarded to a backend (HTTP/2's
+    /// measure: names, values and 32 bytes per entry); a larger request
+    /// fails alone with `RESOURCE_EXHAUSTED` before it is sent, instead of
+    /// making the backend close the connection every caller shares (tonic
+    /// and hyper servers accept 16 KiB).
+    pub max_upstream_metadata: usize,
     /// Hears of every call and fan-out leg (metrics, access logs).
     pub observer: Option<SharedObserver>,
 }
+
+/// Request metadata forwarded at most unless configured: what tonic and
+/// hyper servers accept by default.
+pub const DEFAULT_MAX_UPSTREAM_METADATA: usize = 16 * 1024;
 
 impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_upstream_metadata: DEFAULT_MAX_UPSTREAM_METADATA,
             deadline_margin: Duration::from_millis(50),
             request_stall_timeout: Duration::from_secs(5),
             observer: None,

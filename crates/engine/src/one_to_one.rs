@@ -49,6 +49,7 @@ where
             path,
             deadline,
             false,
+            config.max_upstream_metadata,
             UpstreamBody::new(request_body),
         )?;
         upstream::send(connection, request, &backend).await

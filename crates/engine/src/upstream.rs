@@ -55,12 +55,15 @@ const HOP_BY_HOP: [header::HeaderName; 5] = [
 ///
 /// `grpc-timeout` is replaced by what is left of the caller's deadline.
 /// `identity_replies` asks the backend not to compress (fan-out edits replies).
+/// Headers over `max_metadata` (HTTP/2's measure) fail the call here: the
+/// backend would answer them by closing the connection all callers share.
 pub(crate) fn request(
     upstream: Upstream,
     caller: impl FnOnce() -> HeaderMap,
     path: &http::uri::PathAndQuery,
     deadline: Option<Instant>,
     identity_replies: bool,
+    max_metadata: usize,
     body: UpstreamBody,
 ) -> Result<(SendRequest, Request<UpstreamBody>), Status> {
     let Upstream {
@@ -77,12 +80,36 @@ pub(crate) fn request(
         .build()
         .map_err(|e| Status::internal(format!("cannot build upstream URI: {e}")))?;
     prepare_headers(&mut headers, deadline, identity_replies);
+    let size = header_list_size(&headers, &uri);
+    if size > max_metadata {
+        return Err(Status::resource_exhausted(format!(
+            "request metadata of {size} bytes is over the {max_metadata} bytes a backend accepts"
+        )));
+    }
     let mut request = Request::new(body);
     *request.uri_mut() = uri;
     *request.method_mut() = http::Method::POST;
     *request.version_mut() = http::Version::HTTP_2;
     *request.headers_mut() = headers;
     Ok((connection, request))
+}
+
+/// The size of a request's header list as HTTP/2 counts it against
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113 §6.5.2): each field's name
+/// and value plus 32, pseudo-header fields included.
+fn header_list_size(headers: &HeaderMap, uri: &Uri) -> usize {
+    const ENTRY: usize = 32;
+    let pseudo = [
+        ":method".len() + "POST".len(),
+        ":scheme".len() + uri.scheme_str().map_or(0, str::len),
+        ":authority".len() + uri.authority().map_or(0, |a| a.as_str().len()),
+        ":path".len() + uri.path_and_query().map_or(0, |p| p.as_str().len()),
+    ];
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ENTRY)
+        .sum();
+    pseudo.iter().map(|n| n + ENTRY).sum::<usize>() + fields
 }
 
 /// Turns the caller's request metadata into the upstream request's headers.

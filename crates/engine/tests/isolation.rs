@@ -180,6 +180,57 @@ async fn established_idle_connections_cannot_lock_callers_out_of_tcp_or_unix() {
     assert!(reply.is_ok(), "{reply:?}");
 }
 
+/// Request metadata a backend would answer by closing the connection every
+/// caller shares (tonic and hyper servers take 16 KiB) fails that call
+/// alone, before it is forwarded: calls in flight on the same upstream
+/// connection, one hop or two away, all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_too_large_for_the_backend_fails_alone() {
+    let (addr, _server) = TestServer::spawn_tcp("backend").await;
+    let b = spawn_proxy(
+        StaticDirector::one(TestBackend::tcp("backend", addr)),
+        ProxyConfig::default(),
+    )
+    .await;
+    let a = spawn_proxy(
+        StaticDirector::one(ChannelBackend::new(Channel::new(
+            Address::Tcp(b.addr),
+            ChannelConfig::default(),
+        ))),
+        ProxyConfig::default(),
+    )
+    .await;
+    for entry in [b.addr, a.addr] {
+        let channel = tcp_channel(entry);
+        let victims: Vec<_> = (0..5)
+            .map(|i| {
+                let mut client = test_client(channel.clone());
+                tokio::spawn(async move {
+                    client
+                        .ping(PingRequest {
+                            value: format!("victim {i}"),
+                            delay_ms: 500,
+                            ..Default::default()
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let big = "x".repeat(70_000);
+        let status = test_client(channel.clone())
+            .ping(with_meta(PingRequest::default(), &[("x-big", &big)]))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("request metadata"), "{status:?}");
+        for victim in victims {
+            let reply = victim.await.unwrap();
+            assert!(reply.is_ok(), "{reply:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn idle_and_half_open_connections_cannot_lock_callers_out() {
     let (addr, _server) = TestServer::spawn_tcp("backend").await;

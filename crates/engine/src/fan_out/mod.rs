@@ -120,7 +120,13 @@ where
         .iter()
         .zip(feeds)
         .map(|(backend, feed)| {
-            let start = start(backend.clone(), parts.clone(), deadline, feed);
+            let start = start(
+                backend.clone(),
+                parts.clone(),
+                deadline,
+                config.max_upstream_metadata,
+                feed,
+            );
             Leg::new(backend.clone(), shape, config.max_message_size, start)
         })
         .collect();
@@ -149,6 +155,7 @@ fn start(
     backend: Arc<dyn Backend>,
     parts: Arc<http::request::Parts>,
     deadline: Option<Instant>,
+    max_metadata: usize,
     feed: RequestFeed,
 ) -> Start {
     Box::pin(async move {
@@ -160,6 +167,7 @@ fn start(
             path,
             deadline,
             true,
+            max_metadata,
             UpstreamBody::new(feed),
         )?;
         upstream::send(connection, request, &backend).await

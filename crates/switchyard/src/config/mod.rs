@@ -77,6 +77,10 @@ pub struct Options {
     /// Largest gRPC message accepted, in bytes, each way.
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<MessageSize>,
+    /// Largest request metadata forwarded to a backend or another machine, in bytes
+    /// (names, values and 32 per entry, as HTTP/2 counts it).
+    #[arg(long, value_name = "BYTES")]
+    pub max_upstream_metadata: Option<Count<MAX_COUNT>>,
     /// A method whose replies stream (`/pkg.Service/Method`); repeatable.
     #[arg(long = "streamed-method", value_name = "METHOD")]
     pub streamed_methods: Option<Vec<MethodName>>,
@@ -283,6 +287,9 @@ pub struct StartSettings {
     /// Message size limit, each way.
     #[default(MessageSize(DEFAULT_MAX_MESSAGE_SIZE))]
     pub max_message_size: MessageSize,
+    /// Request metadata forwarded at most.
+    #[default(Count(switchyard_engine::config::DEFAULT_MAX_UPSTREAM_METADATA))]
+    pub max_upstream_metadata: Count<MAX_COUNT>,
     /// Methods whose replies stream, in addition to those discovered.
     pub streamed_methods: Vec<MethodName>,
     /// `machines` always fans out.
