@@ -37,6 +37,19 @@ use crate::upstream::{SendRequest, Upstream};
 
 static TARGET_DOWN: LogLimit = LogLimit::new(Duration::from_secs(1));
 static TARGET_UP: LogLimit = LogLimit::new(Duration::from_secs(1));
+static GOAWAY: LogLimit = LogLimit::new(Duration::from_secs(1));
+
+/// Whether a connection ended because its peer sent GOAWAY.
+fn is_remote_goaway(err: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote();
+        }
+        source = e.source();
+    }
+    false
+}
 
 /// Why no connection could be had. Displays the detail for logs; callers of
 /// a proxy get a uniform message from their backend instead.
@@ -390,6 +403,15 @@ async fn drive(inner: Weak<Inner>, generation: u64, mut conn: Driver) {
     }
     match result {
         Ok(()) => *state = State::Idle { failures: 0 },
+        // The peer closed the connection (GOAWAY, e.g. its own limits): it
+        // is alive, so the next call dials again at once. Calls it had not
+        // taken failed with UNAVAILABLE, which callers may retry.
+        Err(err) if is_remote_goaway(&err) => {
+            if let Some(suppressed) = GOAWAY.check() {
+                tracing::warn!(upstream = %strong.target, error = %err, suppressed, "upstream closed the connection (GOAWAY); the next call dials again");
+            }
+            *state = State::Idle { failures: 0 };
+        }
         Err(err) => {
             let cause = ConnectError::Handshake {
                 target: strong.target.to_string(),
@@ -470,7 +492,14 @@ where
         .max_header_list_size(http2.max_header_list_size)
         .keep_alive_interval(http2.keepalive_interval)
         .keep_alive_timeout(http2.keepalive_timeout)
-        .keep_alive_while_idle(false);
+        .keep_alive_while_idle(false)
+        // h2 closes a connection after 1024 resets of its own making in its
+        // whole life (a guard against servers that provoke them); on an
+        // upstream connection shared by every caller for days, callers'
+        // cancels of streams the peer still answers would reach that, and
+        // every caller's calls would fail. Upstreams are this machine's own
+        // server and authenticated machines.
+        .max_local_error_reset_streams(None);
     let (send, conn) = builder
         .handshake(TokioIo::new(stream))
         .await

@@ -1,8 +1,8 @@
 //! Transparent forwarding to one backend: the request goes up as it arrives,
 //! the response comes back as it arrives, both at once ([`crate::passthrough`]).
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::Response;
@@ -14,7 +14,7 @@ use tonic::Status;
 use crate::backend::Backend;
 use crate::config::ProxyConfig;
 use crate::names::GRPC_STATUS;
-use crate::passthrough::{Live, PassthroughBody, RequestBody};
+use crate::passthrough::{CallState, Live, PassthroughBody, RequestBody};
 use crate::upstream::UpstreamBody;
 use crate::{BoxError, upstream};
 
@@ -31,13 +31,13 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let failure = Arc::new(OnceLock::new());
+    let call_state = Arc::new(CallState::default());
     let (cancel, cancelled) = oneshot::channel();
     let request_body = RequestBody::new(
         body,
         config.max_message_size,
         cancelled,
-        failure.clone(),
+        call_state.clone(),
         bytes_in,
     );
     let call = async {
@@ -72,8 +72,9 @@ where
         Ok(_) if late => return Err(expired()),
         Ok(ok) => ok,
         // A failure of the request side is the real cause of an upstream reset.
-        Err(status) => return Err(failure.get().cloned().unwrap_or(status)),
+        Err(status) => return Err(call_state.failure.get().cloned().unwrap_or(status)),
     };
+    call_state.answered.store(true, Ordering::Release);
     let (head, inner) = response.into_parts();
     let trailers_only = head.headers.contains_key(GRPC_STATUS);
     let live = Live {
@@ -86,7 +87,7 @@ where
         live,
         config.max_message_size,
         trailers_only,
-        failure,
+        call_state,
         backend,
     );
     Ok(Response::from_parts(head, body))

@@ -12,10 +12,14 @@
 //! with that reason. A client that resets its own request stream has its
 //! reason passed on the same way, so the backend sees what a direct
 //! connection would have shown it.
+//!
+//! A reset of a stream the backend has not answered yet waits a little
+//! ([`crate::upstream::LINGER`]) before it leaves: see [`crate::upstream`]
+//! for why, and [`CallState::answered`].
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
@@ -28,8 +32,18 @@ use tonic::Status;
 
 use crate::backend::Backend;
 use crate::codec::frame::FrameScanner;
-use crate::upstream::SendRequest;
+use crate::upstream::{self, SendRequest};
 use crate::{BoxError, status};
+
+/// What both halves of a one-to-one call know.
+#[derive(Debug, Default)]
+pub(crate) struct CallState {
+    /// Why the request failed, for the client's status.
+    pub(crate) failure: OnceLock<Status>,
+    /// The backend answered (sent its response head): it has taken the
+    /// stream, so a reset may leave at once.
+    pub(crate) answered: AtomicBool,
+}
 
 pin_project_lite::pin_project! {
     /// The client's request body on its way upstream.
@@ -39,8 +53,9 @@ pin_project_lite::pin_project! {
         scanner: FrameScanner,
         // Fires (or is dropped) when the call has ended on the response side.
         cancel: Option<oneshot::Receiver<()>>,
-        // Why the request failed, for the client's status.
-        failure: Arc<OnceLock<Status>>,
+        call: Arc<CallState>,
+        // A reset waiting for the backend to take the stream, and its reason.
+        lingering: Option<(Pin<Box<Sleep>>, h2::Reason)>,
         // Counts the request bytes, when the call is observed.
         bytes_in: Option<Arc<AtomicU64>>,
     }
@@ -51,17 +66,35 @@ impl<B> RequestBody<B> {
         inner: B,
         max_message_size: usize,
         cancel: oneshot::Receiver<()>,
-        failure: Arc<OnceLock<Status>>,
+        call: Arc<CallState>,
         bytes_in: Option<Arc<AtomicU64>>,
     ) -> Self {
         Self {
             inner,
             scanner: FrameScanner::new(max_message_size),
             cancel: Some(cancel),
-            failure,
+            call,
+            lingering: None,
             bytes_in,
         }
     }
+}
+
+/// The stream is reset with `reason`: at once when the backend answered,
+/// else after a linger (see [`crate::upstream`]).
+fn reset(
+    call: &CallState,
+    lingering: &mut Option<(Pin<Box<Sleep>>, h2::Reason)>,
+    reason: h2::Reason,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if call.answered.load(Ordering::Acquire) {
+        return Poll::Ready(Some(Err(status::reset(reason))));
+    }
+    let (sleep, reason) =
+        lingering.get_or_insert_with(|| (Box::pin(tokio::time::sleep(upstream::LINGER)), reason));
+    ready!(sleep.as_mut().poll(cx));
+    Poll::Ready(Some(Err(status::reset(*reason))))
 }
 
 impl<B> Body for RequestBody<B>
@@ -77,23 +110,27 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if let Some((_, reason)) = this.lingering {
+            let reason = *reason;
+            return reset(this.call, this.lingering, reason, cx);
+        }
         let ended = match this.cancel.as_mut() {
             Some(cancel) => Pin::new(cancel).poll(cx).is_ready(),
             None => true,
         };
         if ended {
             *this.cancel = None;
-            return Poll::Ready(Some(Err(status::reset(h2::Reason::CANCEL))));
+            return reset(this.call, this.lingering, h2::Reason::CANCEL, cx);
         }
-        let fail = |failure: &OnceLock<Status>, status: Status| {
-            let _ = failure.set(status.clone());
+        let fail = |call: &CallState, status: Status| {
+            let _ = call.failure.set(status.clone());
             Poll::Ready(Some(Err(Box::new(status) as BoxError)))
         };
         match ready!(this.inner.poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     if let Err(err) = this.scanner.observe(data) {
-                        return fail(this.failure, status::request_frame(&err));
+                        return fail(this.call, status::request_frame(&err));
                     }
                     if let Some(bytes) = this.bytes_in {
                         bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -105,13 +142,14 @@ where
                 let err = err.into();
                 let reason = status::reset_reason(&*err);
                 let _ = this
+                    .call
                     .failure
                     .set(Status::cancelled(format!("client request failed: {err}")));
-                Poll::Ready(Some(Err(status::reset(reason))))
+                reset(this.call, this.lingering, reason, cx)
             }
             None => match this.scanner.finish() {
                 Ok(()) => Poll::Ready(None),
-                Err(err) => fail(this.failure, status::request_frame(&err)),
+                Err(err) => fail(this.call, status::request_frame(&err)),
             },
         }
     }
@@ -132,7 +170,7 @@ pub(crate) struct PassthroughBody {
     live: Option<Live>,
     scanner: FrameScanner,
     trailers_only: bool,
-    failure: Arc<OnceLock<Status>>,
+    call: Arc<CallState>,
     backend: Arc<dyn Backend>,
 }
 
@@ -153,14 +191,14 @@ impl PassthroughBody {
         live: Live,
         max_message_size: usize,
         trailers_only: bool,
-        failure: Arc<OnceLock<Status>>,
+        call: Arc<CallState>,
         backend: Arc<dyn Backend>,
     ) -> Self {
         Self {
             live: Some(live),
             scanner: FrameScanner::new(max_message_size),
             trailers_only,
-            failure,
+            call,
             backend,
         }
     }
@@ -206,6 +244,7 @@ impl PassthroughBody {
             },
             Some(Err(err)) => {
                 let status = self
+                    .call
                     .failure
                     .get()
                     .cloned()

@@ -2,6 +2,11 @@
 //! request built for it, and sending it. Shared by both forwarding modes.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
@@ -151,8 +156,7 @@ pub(crate) async fn send(
         .ready()
         .await
         .map_err(|e| status::from_upstream_error(&e, backend))?;
-    let response = connection
-        .send_request(request)
+    let response = Lingering::new(connection.send_request(request))
         .await
         .map_err(|e| status::from_upstream_error(&e, backend))?;
     if response.status() != StatusCode::OK {
@@ -162,6 +166,70 @@ pub(crate) async fn send(
         ));
     }
     Ok((connection, response))
+}
+
+/// How long a call given up before its response head arrived keeps its
+/// upstream stream open before resetting it.
+pub(crate) const LINGER: Duration = Duration::from_millis(100);
+
+/// Most streams lingering at once; past it, a stream is reset at once.
+const MAX_LINGERING: usize = 4096;
+
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+
+/// A response on its way, whose stream, if the call gives up before the
+/// response head arrives, is reset only once the head arrives or after
+/// [`LINGER`].
+///
+/// A backend counts streams reset before it took them from its accept
+/// queue, and past a few (h2 servers: 20) takes the peer for a rapid-reset
+/// attacker and closes the connection: every caller's calls on it would
+/// die with it. Callers that cancel quickly (tight deadlines, abandoned
+/// fan-outs) would make Switchyard look like one, so their resets wait
+/// until the backend has answered (it has taken the stream) or has had
+/// ample time to take it. The backend's own `grpc-timeout` still ends its
+/// work on time.
+struct Lingering<F: Future + Send + 'static> {
+    /// `None` once resolved.
+    response: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> Lingering<F> {
+    fn new(response: F) -> Self {
+        Self {
+            response: Some(Box::pin(response)),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Lingering<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let response = self.response.as_mut().expect("polled after completion");
+        let output = ready!(response.as_mut().poll(cx));
+        self.response = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Lingering<F> {
+    fn drop(&mut self) {
+        let Some(response) = self.response.take() else {
+            return;
+        };
+        if LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING
+            || tokio::runtime::Handle::try_current().is_err()
+        {
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+            return; // dropped here: reset at once
+        }
+        tokio::spawn(async move {
+            // The response (or its absence) is dropped at the end: reset.
+            let _ = tokio::time::timeout(LINGER, response).await;
+            LINGERING.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
 }
 
 #[cfg(test)]

@@ -231,6 +231,63 @@ async fn metadata_too_large_for_the_backend_fails_alone() {
     }
 }
 
+/// A caller whose calls all expire after 5 ms (each cancel a reset on the
+/// upstream connection every caller shares, mostly of streams the backend
+/// has not answered yet) must not make the proxy look like a rapid-reset
+/// attacker to the backend, nor trip the proxy's own HTTP/2 client: the
+/// calls of an unrelated caller on the same connection all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_cancel_fast_cannot_break_the_shared_upstream_connection() {
+    let (addr, _server) = TestServer::spawn_tcp("backend").await;
+    let proxy = spawn_proxy(
+        StaticDirector::one(TestBackend::tcp("backend", addr)),
+        ProxyConfig::default(),
+    )
+    .await;
+    let attacker = tokio::spawn({
+        let channel = tcp_channel(proxy.addr);
+        async move {
+            let mut expired = 0;
+            for _ in 0..30 {
+                let calls = (0..100).map(|_| {
+                    let mut client = test_client(channel.clone());
+                    async move {
+                        let mut request = tonic::Request::new(PingRequest {
+                            delay_ms: 20,
+                            ..Default::default()
+                        });
+                        request.set_timeout(Duration::from_millis(5));
+                        client.ping(request).await
+                    }
+                });
+                let results = futures_util::future::join_all(calls).await;
+                expired += results.iter().filter(|r| r.is_err()).count();
+            }
+            expired
+        }
+    });
+    let mut victim = test_client(tcp_channel(proxy.addr));
+    let mut failed = Vec::new();
+    let mut calls = 0;
+    while !attacker.is_finished() && calls < 5000 {
+        calls += 1;
+        if let Err(status) = victim.ping(PingRequest::default()).await {
+            failed.push(status);
+        }
+    }
+    let expired = bounded_for(Duration::from_secs(60), "the attacker's calls", attacker)
+        .await
+        .unwrap();
+    assert!(expired > 1000, "the attacker's calls expired: {expired}");
+    assert!(calls > 10, "{calls} victim calls");
+    assert!(
+        failed.is_empty(),
+        "{} of {calls} victim calls failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
 #[tokio::test]
 async fn idle_and_half_open_connections_cannot_lock_callers_out() {
     let (addr, _server) = TestServer::spawn_tcp("backend").await;
