@@ -4,11 +4,13 @@
 //! messages a person gets for a mistake. Every run of the binary is bounded.
 
 mod common;
+mod dynamic;
 
 use std::path::Path;
 use std::process::Output;
 
 use common::*;
+use dynamic::spawn_inventory;
 use switchyard::config::{Listen, Settings};
 use switchyard::daemon::Daemon;
 use switchyard_engine::Address;
@@ -208,6 +210,77 @@ async fn a_machine_down_is_its_own_row_and_exit_status_1() {
     assert!(
         lines[2].contains(r#""state":"DOWN","lastError":"#),
         "{lines:?}"
+    );
+    cluster.shutdown().await;
+}
+
+/// An API that declares the fan-out tags itself, under another name and
+/// package (`inventory.v1.Origin`): the entries are still one per machine,
+/// and a failed machine still fails the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_tags_of_another_name_are_entries_per_machine() {
+    let services: Vec<_> = NAMES.iter().map(|name| spawn_inventory(name)).collect();
+    let sockets: Vec<_> = services.iter().map(|s| s.socket.path.clone()).collect();
+    let mut cluster = Cluster::start_with("cli-origin", |i, settings| {
+        settings.start.local_socket = sockets[i].clone();
+    })
+    .await;
+    cluster.stop_daemon(2).await;
+    let alpha = via(&cluster, 0);
+    let parts = "inventory.v1.Inventory/Parts";
+
+    let out = cli(&["call", "--via", &alpha, "-m", "*", parts, "-o", "jsonl"]).await;
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (i, name) in ["alpha", "beta"].iter().enumerate() {
+        let addr = cluster.meta(i).machine_addr;
+        assert_eq!(
+            lines[i],
+            format!(
+                r#"{{"machine":"{name}","machineAddr":"{addr}","machineId":"m{}","reply":{{"serial":"{name}-1","count":3}}}}"#,
+                i + 1
+            ),
+            "{text}"
+        );
+    }
+    assert!(
+        lines[2].starts_with(r#"{"machine":"gamma","#)
+            && lines[2].contains(r#""error":{"code":"UNAVAILABLE","#),
+        "{text}"
+    );
+
+    let out = cli(&["call", "--via", &alpha, "-m", "*", parts, "-o", "table"]).await;
+    assert_exit(&out, 1);
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert_eq!(
+        rows[0].split_whitespace().collect::<Vec<_>>(),
+        ["MACHINE", "ADDRESS", "SERIAL", "COUNT"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "alpha",
+            cluster.meta(0).machine_addr.as_str(),
+            "alpha-1",
+            "3"
+        ],
+        "{table}"
+    );
+    assert!(rows[2].starts_with("beta "), "{table}");
+    assert_eq!(
+        rows[3].split_whitespace().take(4).collect::<Vec<_>>(),
+        [
+            "gamma",
+            cluster.meta(2).machine_addr.as_str(),
+            "ERROR",
+            "UNAVAILABLE:"
+        ],
+        "{table}"
     );
     cluster.shutdown().await;
 }
