@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::*;
-use dynamic::spawn_inventory;
+use dynamic::{Reflection, spawn_echo, spawn_inventory};
 use switchyard::config::{Listen, Settings};
 use switchyard::daemon::Daemon;
 use switchyard_engine::Address;
@@ -488,6 +488,60 @@ async fn protoset_for_a_server_without_reflection_via_the_configured_socket() {
     assert_eq!(stdout(&out), "machineinfo.v1.MachineInfo\n");
     bounded("shutdown", daemon.shutdown()).await.unwrap();
     assert!(!Path::new(&socket).exists());
+}
+
+/// A reply above tonic's default 4 MiB and below the daemon's 32 MiB
+/// arrives whole; a smaller `--max-message-size` refuses it, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_up_to_the_daemons_message_size_arrive() {
+    use base64::Engine as _;
+
+    let echo = spawn_echo(Reflection::V1);
+    let dir = socket_dir("cli-large");
+    let socket = dir.path().join("sy.sock");
+    let mut settings = Settings::default();
+    settings.start.listen = Some(vec![Listen(Address::Unix(socket.clone()))]);
+    settings.start.local_socket = echo.socket.path.clone();
+    settings.start.detect_streamed_methods = false;
+    let daemon = Daemon::start(&settings).await.unwrap();
+    let via = format!("unix:{}", socket.display());
+
+    // 5 MiB of bytes: a 5 MiB request, echoed as a 5 MiB reply.
+    let blob = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 5 << 20]);
+    let data = dir.path().join("request.json");
+    std::fs::write(&data, format!(r#"{{"by": "{blob}"}}"#)).unwrap();
+    let data = format!("@{}", data.display());
+    let call = [
+        "call",
+        "--via",
+        &via,
+        "--timeout",
+        "60s",
+        "test.v1.Echo/Echo",
+        "-d",
+        &data,
+        "-o",
+        "json",
+    ];
+
+    let out = cli(&call).await;
+    assert_exit(&out, 0);
+    let reply = stdout(&out);
+    assert!(
+        reply == format!("{{\n  \"by\": \"{blob}\"\n}}\n"),
+        "not the whole reply: {} bytes",
+        reply.len()
+    );
+
+    let out = cli(&[&call[..], &["--max-message-size", "4194304"]].concat()).await;
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("above the limit of 4194304 bytes")
+            && stderr(&out).contains("--max-message-size"),
+        "{}",
+        stderr(&out)
+    );
+    bounded("shutdown", daemon.shutdown()).await.unwrap();
 }
 
 /// Over TCP with TLS, the client presents its certificate and checks the

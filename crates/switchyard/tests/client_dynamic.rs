@@ -29,6 +29,7 @@ fn options() -> CallOptions {
     CallOptions {
         metadata: MetadataMap::new(),
         timeout: Some(TIMEOUT),
+        ..CallOptions::default()
     }
 }
 
@@ -602,6 +603,7 @@ async fn calls_are_bounded_by_their_timeout() {
     let options = CallOptions {
         metadata: MetadataMap::new(),
         timeout: Some(Duration::from_millis(500)),
+        ..CallOptions::default()
     };
     let started = Instant::now();
     let mut reply = call(

@@ -114,6 +114,7 @@ async fn call_command(args: CallArgs) -> Result<bool, ClientError> {
     let options = CallOptions {
         metadata: session.targets.call.clone(),
         timeout,
+        max_message_size: args.max_message_size.map(|size| size.0),
     };
     let channel = session
         .channel

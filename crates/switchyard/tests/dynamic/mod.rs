@@ -185,7 +185,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
                 return unimplemented();
             }
             let method = this.method(&name);
-            let mut grpc = tonic::server::Grpc::new(DynamicCodec::for_server(&method));
+            // Requests as large as a Switchyard passes (its default limit).
+            let mut grpc = tonic::server::Grpc::new(DynamicCodec::for_server(&method))
+                .max_decoding_message_size(32 << 20);
             Ok(match name.as_str() {
                 "Echo" => grpc.unary(Echo, request).await,
                 "Fleet" => grpc.unary(Fleet(method), request).await,
