@@ -570,7 +570,110 @@ async fn calls_over_mutual_tls() {
     );
     // Without a certificate the Switchyard refuses the connection.
     let out = cli(&["call", "--via", &alpha, DESCRIBE]).await;
+    assert_exit(&out, 2);
+    cluster.shutdown().await;
+}
+
+/// TLS set up wrong: the error says what is wrong and which flag fixes it,
+/// whatever transport error the call itself ended with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_mistakes_say_what_is_wrong_and_which_flag_fixes_it() {
+    let (cluster, certs) = Cluster::start_tls("cli-tls-hints", |_, settings, _| {
+        settings.live.authz = vec![switchyard_director::AuthzRule {
+            roles: vec!["admin".into()],
+            methods: vec!["*".parse().unwrap()],
+        }];
+    })
+    .await;
+    let alpha = via(&cluster, 0);
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let admin = certs.client("admin", &["admin"]);
+    // Another cluster's client certificate, and a bundle trusting both CAs
+    // (so that the client's own files are consistent).
+    let other = Certs::create(&certs.dir.join("other"));
+    let foreign = other.client("mallory", &["admin"]);
+    let both = certs.dir.join("both.crt");
+    std::fs::write(
+        &both,
+        [
+            std::fs::read(&admin.ca).unwrap(),
+            std::fs::read(&foreign.ca).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let machine = certs.machine("beta");
+    let run = |tls: Option<[String; 3]>, args: &'static [&'static str]| {
+        let alpha = alpha.clone();
+        async move {
+            let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            all.extend(["--via".to_owned(), alpha]);
+            if let Some([cert, key, ca]) = tls {
+                all.extend([
+                    "--tls-cert".to_owned(),
+                    cert,
+                    "--tls-key".to_owned(),
+                    key,
+                    "--tls-ca".to_owned(),
+                    ca,
+                ]);
+            }
+            cli(&all.iter().map(String::as_str).collect::<Vec<_>>()).await
+        }
+    };
+    let files = |paths: &switchyard_engine::tls::TlsPaths, ca: &std::path::Path| {
+        Some([path(&paths.cert), path(&paths.key), path(ca)])
+    };
+    let call: &[&str] = &["call", DESCRIBE];
+    let machines: &[&str] = &["machines"];
+
+    for args in [call, machines] {
+        // No certificate against a TLS listener.
+        let out = run(None, args).await;
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("speaks TLS") && err.contains("--tls-cert, --tls-key and --tls-ca"),
+            "{args:?}: {err}"
+        );
+        // A certificate the Switchyard does not trust.
+        let out = run(files(&foreign, &both), args).await;
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("refused this client's certificate")
+                && err.contains("switchyard cert client"),
+            "{args:?}: {err}"
+        );
+        // A CA that does not trust the Switchyard.
+        let out = run(files(&foreign, &foreign.ca), args).await;
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("certificate is not accepted") && err.contains("--tls-ca"),
+            "{args:?}: {err}"
+        );
+        // A machine's certificate: allowed to connect, not to call.
+        let out = run(files(&machine, &machine.ca), args).await;
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(
+                "not allowed for roles [machine]: the machine role is for \
+                 Switchyard-to-Switchyard forwarding; call with a client certificate \
+                 (`switchyard cert client`)"
+            ),
+            "{args:?}: {err}"
+        );
+    }
+    // A failure that is not TLS's gets no TLS hint.
+    let out = run(
+        files(&admin, &admin.ca),
+        &["call", "--machine", "delta", DESCRIBE],
+    )
+    .await;
     assert_exit(&out, 1);
+    assert!(!stderr(&out).contains("TLS"), "{}", stderr(&out));
     cluster.shutdown().await;
 }
 
