@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::*;
-use dynamic::{Reflection, spawn_echo, spawn_inventory};
+use dynamic::{Reflection, spawn_bare, spawn_echo, spawn_inventory};
 use switchyard::config::{Listen, Settings};
 use switchyard::daemon::Daemon;
 use switchyard_engine::Address;
@@ -542,6 +542,44 @@ async fn replies_up_to_the_daemons_message_size_arrive() {
         stderr(&out)
     );
     bounded("shutdown", daemon.shutdown()).await.unwrap();
+}
+
+/// A reflection server whose file lists none of its imports (as
+/// @grpc/reflection serves files, grpc-node#3034): the well-known types are
+/// built in, the other files asked for by the names they define; a file
+/// found nowhere is an error that shows how to make a protoset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_a_server_leaves_out_are_found() {
+    let bare = spawn_bare(true);
+    let via = format!("unix:{}", bare.socket.path.display());
+    let request = r#"{"at": "2024-01-02T03:04:05Z", "part": {"name": "x"}}"#;
+    let echo = "bare.v1.Bare/Echo";
+    let out = cli(&["call", "--via", &via, echo, "-d", request, "-o", "jsonl"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "{\"reply\":{\"at\":\"2024-01-02T03:04:05Z\",\"part\":{\"name\":\"x\"}}}\n"
+    );
+    // Through every service, as list and describe ask.
+    let out = cli(&["describe", "--via", &via, "Stamp"]).await;
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains(".google.protobuf.Timestamp at = 1;"),
+        "{}",
+        stdout(&out)
+    );
+
+    let lean = spawn_bare(false);
+    let via = format!("unix:{}", lean.socket.path.display());
+    let out = cli(&["call", "--via", &via, echo, "-d", request]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("bare.v1.Part' is not defined")
+            && err.contains("--protoset FILE")
+            && err.contains("protoc --include_imports --descriptor_set_out=FILE"),
+        "{err}"
+    );
 }
 
 /// Over TCP with TLS, the client presents its certificate and checks the

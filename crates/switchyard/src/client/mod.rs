@@ -28,6 +28,7 @@ pub mod codec;
 pub mod commands;
 pub mod connect;
 pub mod describe;
+pub mod imports;
 pub mod invoke;
 pub mod output;
 pub mod request;

@@ -386,6 +386,86 @@ impl tonic::server::UnaryService<DynamicMessage> for Reply {
     }
 }
 
+/// `bare.v1.Bare` on a socket of its own, with v1 reflection of files that
+/// list none of their imports: `bare/v1/bare.proto` uses
+/// `google.protobuf.Timestamp` (not served at all) and `bare.v1.Part`, whose
+/// file is served (found by symbol) only when `serve_part`.
+pub fn spawn_bare(serve_part: bool) -> Running {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proto");
+    let compiled = protox::compile(["bare/v1/bare.proto"], [dir]).expect("the bare proto compiles");
+    let pool = DescriptorPool::from_file_descriptor_set(compiled.clone()).expect("valid");
+    let served = prost_types::FileDescriptorSet {
+        file: compiled
+            .file
+            .into_iter()
+            .filter_map(|mut file| match file.name() {
+                "bare/v1/bare.proto" => {
+                    file.dependency.clear();
+                    Some(file)
+                }
+                "bare/v1/part.proto" if serve_part => Some(file),
+                _ => None,
+            })
+            .collect(),
+    };
+    let socket = Socket::new();
+    let listener = UnixListener::bind(&socket.path).expect("binds");
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_file_descriptor_set(served)
+        .build_v1()
+        .expect("reflection");
+    let router = tonic::transport::Server::builder()
+        .add_service(BareService { pool })
+        .add_service(reflection);
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = router
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Running {
+        socket,
+        _stop: stop,
+    }
+}
+
+/// `bare.v1.Bare/Echo`: answers with the request.
+#[derive(Clone)]
+struct BareService {
+    pool: DescriptorPool,
+}
+
+impl NamedService for BareService {
+    const NAME: &'static str = "bare.v1.Bare";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for BareService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let method = self
+            .pool
+            .get_service_by_name("bare.v1.Bare")
+            .and_then(|s| s.methods().next())
+            .expect("declared method");
+        Box::pin(async move {
+            if request.uri().path() != "/bare.v1.Bare/Echo" {
+                return Ok(Status::unimplemented("no such method").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(DynamicCodec::for_server(&method));
+            Ok(grpc.unary(Echo, request).await)
+        })
+    }
+}
+
 /// A reflection client of `channel`, bounded by [`TIMEOUT`].
 pub fn reflection(channel: Channel) -> ReflectionClient<Channel> {
     ReflectionClient::new(channel).with_timeout(TIMEOUT)
