@@ -4,7 +4,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_machine-info");
 const WAIT: Duration = Duration::from_secs(10);
