@@ -214,8 +214,16 @@ impl Policy {
             if let Some(suppressed) = DENIED.check() {
                 tracing::warn!(%caller, method, suppressed, "call refused: no rule allows it");
             }
+            // A machine calling on its own (not forwarding) has only the
+            // `machine` role: say what it is for.
+            let why = if machine && forwarded.is_none() {
+                ": the machine role is for Switchyard-to-Switchyard forwarding; \
+                 call with a client certificate (`switchyard cert client`)"
+            } else {
+                ""
+            };
             Err(Status::permission_denied(format!(
-                "{method} is not allowed for roles [{}]",
+                "{method} is not allowed for roles [{}]{why}",
                 caller.roles.join(", ")
             )))
         }

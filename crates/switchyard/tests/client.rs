@@ -4,11 +4,13 @@
 //! messages a person gets for a mistake. Every run of the binary is bounded.
 
 mod common;
+mod dynamic;
 
 use std::path::Path;
 use std::process::Output;
 
 use common::*;
+use dynamic::{Reflection, spawn_bare, spawn_echo, spawn_inventory};
 use switchyard::config::{Listen, Settings};
 use switchyard::daemon::Daemon;
 use switchyard_engine::Address;
@@ -208,6 +210,77 @@ async fn a_machine_down_is_its_own_row_and_exit_status_1() {
     assert!(
         lines[2].contains(r#""state":"DOWN","lastError":"#),
         "{lines:?}"
+    );
+    cluster.shutdown().await;
+}
+
+/// An API that declares the fan-out tags itself, under another name and
+/// package (`inventory.v1.Origin`): the entries are still one per machine,
+/// and a failed machine still fails the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_tags_of_another_name_are_entries_per_machine() {
+    let services: Vec<_> = NAMES.iter().map(|name| spawn_inventory(name)).collect();
+    let sockets: Vec<_> = services.iter().map(|s| s.socket.path.clone()).collect();
+    let mut cluster = Cluster::start_with("cli-origin", |i, settings| {
+        settings.start.local_socket = sockets[i].clone();
+    })
+    .await;
+    cluster.stop_daemon(2).await;
+    let alpha = via(&cluster, 0);
+    let parts = "inventory.v1.Inventory/Parts";
+
+    let out = cli(&["call", "--via", &alpha, "-m", "*", parts, "-o", "jsonl"]).await;
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (i, name) in ["alpha", "beta"].iter().enumerate() {
+        let addr = cluster.meta(i).machine_addr;
+        assert_eq!(
+            lines[i],
+            format!(
+                r#"{{"machine":"{name}","machineAddr":"{addr}","machineId":"m{}","reply":{{"serial":"{name}-1","count":3}}}}"#,
+                i + 1
+            ),
+            "{text}"
+        );
+    }
+    assert!(
+        lines[2].starts_with(r#"{"machine":"gamma","#)
+            && lines[2].contains(r#""error":{"code":"UNAVAILABLE","#),
+        "{text}"
+    );
+
+    let out = cli(&["call", "--via", &alpha, "-m", "*", parts, "-o", "table"]).await;
+    assert_exit(&out, 1);
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert_eq!(
+        rows[0].split_whitespace().collect::<Vec<_>>(),
+        ["MACHINE", "ADDRESS", "SERIAL", "COUNT"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "alpha",
+            cluster.meta(0).machine_addr.as_str(),
+            "alpha-1",
+            "3"
+        ],
+        "{table}"
+    );
+    assert!(rows[2].starts_with("beta "), "{table}");
+    assert_eq!(
+        rows[3].split_whitespace().take(4).collect::<Vec<_>>(),
+        [
+            "gamma",
+            cluster.meta(2).machine_addr.as_str(),
+            "ERROR",
+            "UNAVAILABLE:"
+        ],
+        "{table}"
     );
     cluster.shutdown().await;
 }
@@ -417,6 +490,98 @@ async fn protoset_for_a_server_without_reflection_via_the_configured_socket() {
     assert!(!Path::new(&socket).exists());
 }
 
+/// A reply above tonic's default 4 MiB and below the daemon's 32 MiB
+/// arrives whole; a smaller `--max-message-size` refuses it, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_up_to_the_daemons_message_size_arrive() {
+    use base64::Engine as _;
+
+    let echo = spawn_echo(Reflection::V1);
+    let dir = socket_dir("cli-large");
+    let socket = dir.path().join("sy.sock");
+    let mut settings = Settings::default();
+    settings.start.listen = Some(vec![Listen(Address::Unix(socket.clone()))]);
+    settings.start.local_socket = echo.socket.path.clone();
+    settings.start.detect_streamed_methods = false;
+    let daemon = Daemon::start(&settings).await.unwrap();
+    let via = format!("unix:{}", socket.display());
+
+    // 5 MiB of bytes: a 5 MiB request, echoed as a 5 MiB reply.
+    let blob = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 5 << 20]);
+    let data = dir.path().join("request.json");
+    std::fs::write(&data, format!(r#"{{"by": "{blob}"}}"#)).unwrap();
+    let data = format!("@{}", data.display());
+    let call = [
+        "call",
+        "--via",
+        &via,
+        "--timeout",
+        "60s",
+        "test.v1.Echo/Echo",
+        "-d",
+        &data,
+        "-o",
+        "json",
+    ];
+
+    let out = cli(&call).await;
+    assert_exit(&out, 0);
+    let reply = stdout(&out);
+    assert!(
+        reply == format!("{{\n  \"by\": \"{blob}\"\n}}\n"),
+        "not the whole reply: {} bytes",
+        reply.len()
+    );
+
+    let out = cli(&[&call[..], &["--max-message-size", "4194304"]].concat()).await;
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("above the limit of 4194304 bytes")
+            && stderr(&out).contains("--max-message-size"),
+        "{}",
+        stderr(&out)
+    );
+    bounded("shutdown", daemon.shutdown()).await.unwrap();
+}
+
+/// A reflection server whose file lists none of its imports (as
+/// @grpc/reflection serves files, grpc-node#3034): the well-known types are
+/// built in, the other files asked for by the names they define; a file
+/// found nowhere is an error that shows how to make a protoset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_a_server_leaves_out_are_found() {
+    let bare = spawn_bare(true);
+    let via = format!("unix:{}", bare.socket.path.display());
+    let request = r#"{"at": "2024-01-02T03:04:05Z", "part": {"name": "x"}}"#;
+    let echo = "bare.v1.Bare/Echo";
+    let out = cli(&["call", "--via", &via, echo, "-d", request, "-o", "jsonl"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "{\"reply\":{\"at\":\"2024-01-02T03:04:05Z\",\"part\":{\"name\":\"x\"}}}\n"
+    );
+    // Through every service, as list and describe ask.
+    let out = cli(&["describe", "--via", &via, "Stamp"]).await;
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains(".google.protobuf.Timestamp at = 1;"),
+        "{}",
+        stdout(&out)
+    );
+
+    let lean = spawn_bare(false);
+    let via = format!("unix:{}", lean.socket.path.display());
+    let out = cli(&["call", "--via", &via, echo, "-d", request]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("bare.v1.Part' is not defined")
+            && err.contains("--protoset FILE")
+            && err.contains("protoc --include_imports --descriptor_set_out=FILE"),
+        "{err}"
+    );
+}
+
 /// Over TCP with TLS, the client presents its certificate and checks the
 /// Switchyard's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,7 +608,110 @@ async fn calls_over_mutual_tls() {
     );
     // Without a certificate the Switchyard refuses the connection.
     let out = cli(&["call", "--via", &alpha, DESCRIBE]).await;
+    assert_exit(&out, 2);
+    cluster.shutdown().await;
+}
+
+/// TLS set up wrong: the error says what is wrong and which flag fixes it,
+/// whatever transport error the call itself ended with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_mistakes_say_what_is_wrong_and_which_flag_fixes_it() {
+    let (cluster, certs) = Cluster::start_tls("cli-tls-hints", |_, settings, _| {
+        settings.live.authz = vec![switchyard_director::AuthzRule {
+            roles: vec!["admin".into()],
+            methods: vec!["*".parse().unwrap()],
+        }];
+    })
+    .await;
+    let alpha = via(&cluster, 0);
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let admin = certs.client("admin", &["admin"]);
+    // Another cluster's client certificate, and a bundle trusting both CAs
+    // (so that the client's own files are consistent).
+    let other = Certs::create(&certs.dir.join("other"));
+    let foreign = other.client("mallory", &["admin"]);
+    let both = certs.dir.join("both.crt");
+    std::fs::write(
+        &both,
+        [
+            std::fs::read(&admin.ca).unwrap(),
+            std::fs::read(&foreign.ca).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let machine = certs.machine("beta");
+    let run = |tls: Option<[String; 3]>, args: &'static [&'static str]| {
+        let alpha = alpha.clone();
+        async move {
+            let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            all.extend(["--via".to_owned(), alpha]);
+            if let Some([cert, key, ca]) = tls {
+                all.extend([
+                    "--tls-cert".to_owned(),
+                    cert,
+                    "--tls-key".to_owned(),
+                    key,
+                    "--tls-ca".to_owned(),
+                    ca,
+                ]);
+            }
+            cli(&all.iter().map(String::as_str).collect::<Vec<_>>()).await
+        }
+    };
+    let files = |paths: &switchyard_engine::tls::TlsPaths, ca: &std::path::Path| {
+        Some([path(&paths.cert), path(&paths.key), path(ca)])
+    };
+    let call: &[&str] = &["call", DESCRIBE];
+    let machines: &[&str] = &["machines"];
+
+    for args in [call, machines] {
+        // No certificate against a TLS listener.
+        let out = run(None, args).await;
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("speaks TLS") && err.contains("--tls-cert, --tls-key and --tls-ca"),
+            "{args:?}: {err}"
+        );
+        // A certificate the Switchyard does not trust.
+        let out = run(files(&foreign, &both), args).await;
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("refused this client's certificate")
+                && err.contains("switchyard cert client"),
+            "{args:?}: {err}"
+        );
+        // A CA that does not trust the Switchyard.
+        let out = run(files(&foreign, &foreign.ca), args).await;
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("certificate is not accepted") && err.contains("--tls-ca"),
+            "{args:?}: {err}"
+        );
+        // A machine's certificate: allowed to connect, not to call.
+        let out = run(files(&machine, &machine.ca), args).await;
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(
+                "not allowed for roles [machine]: the machine role is for \
+                 Switchyard-to-Switchyard forwarding; call with a client certificate \
+                 (`switchyard cert client`)"
+            ),
+            "{args:?}: {err}"
+        );
+    }
+    // A failure that is not TLS's gets no TLS hint.
+    let out = run(
+        files(&admin, &admin.ca),
+        &["call", "--machine", "delta", DESCRIBE],
+    )
+    .await;
     assert_exit(&out, 1);
+    assert!(!stderr(&out).contains("TLS"), "{}", stderr(&out));
     cluster.shutdown().await;
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use switchyard::config::{Options, Settings};
+use switchyard_director::Policy;
 use tonic::Code;
 
 const A: usize = 0;
@@ -345,6 +346,20 @@ fn the_sample_configuration_loads() {
     assert!(settings.start.metrics_listen.is_some());
     assert_eq!(settings.live.authz.len(), 2);
     assert_eq!(settings.live.machines.unwrap().machines().len(), 3);
+    // The monitor role can use `switchyard call`: reflection is allowed.
+    let policy = Policy {
+        rules: settings.live.authz.clone(),
+        ..Policy::default()
+    };
+    let monitor = ["monitor".to_owned()];
+    for method in [
+        "/machineinfo.v1.MachineInfo/Describe",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ] {
+        assert!(policy.allows(&monitor, method), "monitor may call {method}");
+    }
+    assert!(!policy.allows(&monitor, "/switchyard.v1.Cluster/ListMachines"));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! the replies come back as one `DescribeResponse` whose entries carry each
 //! machine's `Metadata`. The demo and the end-to-end tests use it.
 
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -155,10 +156,7 @@ impl Server {
     /// As [`Server::spawn_unix`]; `reflection` says whether the gRPC
     /// reflection service is served too.
     pub fn spawn_unix_with(name: &str, path: &Path, reflection: bool) -> std::io::Result<Self> {
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_stale_socket(path)?;
         let listener = UnixListener::bind(path)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let reflection = reflection.then(|| {
@@ -184,6 +182,20 @@ impl Server {
     /// Stops the server (running calls are cut short).
     pub fn stop(mut self) {
         self.stop.take();
+    }
+}
+
+/// Removes the socket a previous server left at `path`; anything else
+/// there (a file given by mistake) is kept and refused.
+fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "exists and is not a socket",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

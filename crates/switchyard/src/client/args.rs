@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
-use crate::config::TlsOptions;
+use crate::config::{MessageSize, TlsOptions};
 
 /// Which Switchyard to talk to, and how.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -95,6 +95,10 @@ pub struct CallArgs {
     /// Ignore request fields the method's input type does not have.
     #[arg(long)]
     pub allow_unknown_fields: bool,
+    /// Largest reply message accepted, in bytes (a merged fan-out reply is
+    /// one message) [default: 33554432, the daemon's `max_message_size`].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_size: Option<MessageSize>,
     /// The method: /pkg.Service/Method, pkg.Service.Method, pkg.Service/Method,
     /// or Service/Method when the short name is unique.
     #[arg(value_name = "METHOD")]

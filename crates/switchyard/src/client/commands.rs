@@ -7,20 +7,20 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
-use switchyard_director::pb;
 use switchyard_director::pb::switchyard::v1::cluster_client::ClusterClient;
 use switchyard_director::pb::switchyard::v1::machine_status::State;
+use switchyard_director::{ReflectionError, pb};
 use tonic::transport::Channel;
 
 use super::args::{ConnectArgs, Format, MachineArgs, SchemaArgs};
-use super::connect::{connect, resolve_via};
+use super::connect::{ConnectError, connect, diagnose, resolve_via};
 use super::describe::describe;
 use super::invoke::{CallError, CallOptions, call};
 use super::output::table::clean;
 use super::output::{self, Entry, JsonOptions, Machine, TableStream};
 use super::request::{RequestOptions, read_data, requests_for};
 use super::resolve::{MethodName, Symbol, resolve_method, resolve_symbol};
-use super::schema::{Reflector, SchemaSource, load_protosets};
+use super::schema::{Reflector, SchemaError, SchemaSource, load_protosets};
 use super::targets::{Targets, targets};
 use super::{CallArgs, ClientCommand, ClientError, DescribeArgs, ListArgs, MachinesArgs};
 
@@ -31,11 +31,64 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs `command`: `Ok(true)` when everything succeeded, `Ok(false)` when
 /// it ran but a machine's entry (or the call) failed.
 pub async fn run(command: ClientCommand) -> Result<bool, ClientError> {
-    match command {
+    let connect_args = match &command {
+        ClientCommand::Call(args) => args.connect.clone(),
+        ClientCommand::List(args) => args.connect.clone(),
+        ClientCommand::Describe(args) => args.connect.clone(),
+        ClientCommand::Machines(args) => args.connect.clone(),
+    };
+    let result = match command {
         ClientCommand::Call(args) => call_command(args).await,
         ClientCommand::List(args) => list(args).await.map(|()| true),
         ClientCommand::Describe(args) => describe_command(args).await.map(|()| true),
         ClientCommand::Machines(args) => machines(args).await.map(|()| true),
+    };
+    match result {
+        Err(error) => Err(explain(error, &connect_args).await),
+        ok => ok,
+    }
+}
+
+/// `error`, with the reason when TLS set up wrong explains it
+/// ([`diagnose`]). Only failures of the connection itself are looked into:
+/// what a server answered (`PERMISSION_DENIED`, a machine down) is its own
+/// explanation.
+async fn explain(error: ClientError, connect_args: &ConnectArgs) -> ClientError {
+    if !transport_failure(&error) {
+        return error;
+    }
+    let via = resolve_via(
+        connect_args.via.as_deref(),
+        connect_args.config.as_deref(),
+        &connect_args.tls,
+    );
+    match via {
+        Ok(via) => match diagnose(&via).await {
+            Some(clue) => ClientError::Explained {
+                error: Box::new(error),
+                clue,
+            },
+            None => error,
+        },
+        Err(_) => error,
+    }
+}
+
+/// Whether `error` is the connection failing, not a server's answer: tonic
+/// keeps the cause of the statuses it makes from transport errors, and a
+/// status from a server has none.
+fn transport_failure(error: &ClientError) -> bool {
+    let from_transport = |status: &tonic::Status| {
+        std::error::Error::source(status).is_some()
+            || status.message().starts_with("connection not ready")
+    };
+    match error {
+        ClientError::Connect(ConnectError::Failed { .. } | ConnectError::Timeout(..)) => true,
+        ClientError::Call(CallError::Status(status))
+        | ClientError::Schema(SchemaError::Reflection(ReflectionError::Status(status))) => {
+            from_transport(status)
+        }
+        _ => false,
     }
 }
 
@@ -114,6 +167,7 @@ async fn call_command(args: CallArgs) -> Result<bool, ClientError> {
     let options = CallOptions {
         metadata: session.targets.call.clone(),
         timeout,
+        max_message_size: args.max_message_size.map(|size| size.0),
     };
     let channel = session
         .channel

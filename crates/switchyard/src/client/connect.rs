@@ -7,15 +7,26 @@
 //! `[tls]` settings (from the file or `--tls-*`), the client presents that
 //! certificate and checks that the server's names the IP it dialled, as the
 //! daemons check each other.
+//!
+//! TLS mistakes reach the caller as "transport error", "h2 protocol error"
+//! or "operation was canceled", which say nothing of the cause: plaintext
+//! to a TLS listener is cut off, and a refused client certificate (TLS 1.3)
+//! is refused after the handshake, when the call is already under way, and
+//! the alert saying why may never be read. So when a command fails over
+//! TCP, [`diagnose`] asks again, in a way whose answer is certain (a TLS
+//! handshake), and the error says what is wrong and which flag fixes it
+//! ([`Clue`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_director::DEFAULT_REMOTE_PORT;
 use switchyard_director::reflection::connect_unix;
 use switchyard_engine::Address;
-use switchyard_engine::tls::{PeerName, TlsConfigs, TlsPaths};
+use switchyard_engine::tls::{PeerName, TlsConfigs, TlsPaths, provider};
+use tokio::io::AsyncReadExt as _;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{Options, TlsOptions};
@@ -210,6 +221,146 @@ pub async fn connect(via: &Via, timeout: Duration) -> Result<Channel, ConnectErr
     tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| ConnectError::Timeout(target.clone(), timeout))?
+}
+
+/// Bound of [`diagnose`], whatever the server does.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a TLS server that says nothing after the handshake is given to
+/// refuse the certificate.
+const VERDICT_WAIT: Duration = Duration::from_secs(1);
+
+/// Why calls to a Switchyard over TCP fail, found by [`diagnose`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Clue {
+    /// Plaintext to a listener that speaks TLS.
+    ServerSpeaksTls,
+    /// The Switchyard refused the client's certificate, with this TLS alert.
+    CertificateRefused(String),
+    /// The client does not accept the Switchyard's certificate.
+    ServerNotTrusted,
+}
+
+impl std::fmt::Display for Clue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const FLAGS: &str = "--tls-cert, --tls-key and --tls-ca (or the [tls] of --config FILE)";
+        match self {
+            Self::ServerSpeaksTls => write!(
+                f,
+                "the Switchyard speaks TLS and wants a client certificate: give one with {FLAGS}"
+            ),
+            Self::CertificateRefused(alert) => write!(
+                f,
+                "the Switchyard refused this client's certificate (TLS alert {alert}): give a \
+                 client certificate of its cluster's CA (`switchyard cert client`) and that CA \
+                 with {FLAGS}"
+            ),
+            Self::ServerNotTrusted => f.write_str(
+                "the Switchyard's certificate is not accepted: --tls-ca (or [tls] ca) must be \
+                 its cluster's CA, and --via an address its certificate names",
+            ),
+        }
+    }
+}
+
+/// Why calls over TCP to `via` fail, when TLS is the reason: plaintext
+/// meeting TLS, a certificate refused either way. Asks the server afresh,
+/// bounded by [`PROBE_TIMEOUT`]; `None` when nothing is wrong with TLS
+/// (or nothing could be learnt).
+pub async fn diagnose(via: &Via) -> Option<Clue> {
+    let Address::Tcp(addr) = via.address else {
+        return None;
+    };
+    let probe = async {
+        match &via.tls {
+            None => {
+                let speaks = tokio::task::spawn_blocking(move || speaks_tls(addr));
+                speaks
+                    .await
+                    .unwrap_or(false)
+                    .then_some(Clue::ServerSpeaksTls)
+            }
+            Some(paths) => tls_verdict(paths, addr).await,
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Whether the server at `addr` answers a TLS handshake. Blocking, each
+/// step bounded by [`PROBE_TIMEOUT`]: no application data is sent.
+fn speaks_tls(addr: SocketAddr) -> bool {
+    // No root is trusted: a server that shows a certificate is refused,
+    // and so proved to speak TLS.
+    let Ok(builder) = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+    else {
+        return false;
+    };
+    let config = builder
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let Ok(mut tls) = rustls::ClientConnection::new(Arc::new(config), name) else {
+        return false;
+    };
+    let Ok(mut tcp) = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) else {
+        return false;
+    };
+    if tcp.set_read_timeout(Some(PROBE_TIMEOUT)).is_err()
+        || tcp.set_write_timeout(Some(PROBE_TIMEOUT)).is_err()
+    {
+        return false;
+    }
+    // A handshake takes a few round trips; a server that keeps it going
+    // longer is not worth waiting for.
+    for _ in 0..8 {
+        if !tls.is_handshaking() {
+            return true;
+        }
+        if let Err(err) = tls.complete_io(&mut tcp) {
+            return matches!(
+                rustls_error(&err),
+                Some(rustls::Error::InvalidCertificate(_))
+            );
+        }
+    }
+    false
+}
+
+/// What the Switchyard at `addr` makes of the certificate of `paths`: a
+/// TLS handshake, then a wait for its first bytes. A server that accepted
+/// the certificate sends its HTTP/2 SETTINGS; one that refused it (TLS
+/// 1.3: after the handshake) an alert.
+async fn tls_verdict(paths: &TlsPaths, addr: SocketAddr) -> Option<Clue> {
+    let client = TlsConfigs::load(paths).ok()?.client().clone();
+    let peer = PeerName::new(addr.ip(), None).ok()?;
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut tls = match client.connect(&peer, tcp).await {
+        Ok(tls) => tls,
+        Err(err) => return tls_clue(&err),
+    };
+    // The refusal follows the handshake within a round trip.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(VERDICT_WAIT, tls.read(&mut first)).await {
+        Ok(Err(err)) => tls_clue(&err),
+        _ => None,
+    }
+}
+
+/// The [`Clue`] a TLS failure gives, if it is a verdict on a certificate.
+fn tls_clue(err: &std::io::Error) -> Option<Clue> {
+    match rustls_error(err)? {
+        rustls::Error::AlertReceived(alert) => Some(Clue::CertificateRefused(format!("{alert:?}"))),
+        rustls::Error::InvalidCertificate(_) => Some(Clue::ServerNotTrusted),
+        _ => None,
+    }
+}
+
+fn rustls_error(err: &std::io::Error) -> Option<&rustls::Error> {
+    err.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 /// An error and its causes, `: `-separated (tonic's own message says only

@@ -10,6 +10,11 @@
 //! names the machines) and, given a timeout, is bounded by it end to end:
 //! the server learns it as `grpc-timeout`, and the client enforces it too,
 //! on the call and on every streamed reply, since a server may ignore it.
+//!
+//! Replies may be as large as the daemon passes (its `max_message_size`,
+//! 32 MiB by default), not tonic's 4 MiB: a merged fan-out reply of many
+//! machines is one message, and a client stricter than its proxy would
+//! refuse what the proxy was built to deliver.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -17,6 +22,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures_util::{Stream, StreamExt};
 use prost_reflect::{DynamicMessage, MethodDescriptor};
+use switchyard_engine::config::DEFAULT_MAX_MESSAGE_SIZE;
 use tokio::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataKey, MetadataMap};
 use tonic::transport::Channel;
@@ -29,6 +35,17 @@ pub enum CallError {
     /// The server (or the transport) ended the call with an error status.
     #[error("{}: {}", crate::client::output::code_name(.0.code()), .0.message())]
     Status(tonic::Status),
+    /// A reply was larger than the client accepts.
+    #[error(
+        "a reply is above the limit of {limit} bytes ({}); raise it with --max-message-size BYTES",
+        .status.message()
+    )]
+    TooLarge {
+        /// The decoder's status.
+        status: tonic::Status,
+        /// The limit in force.
+        limit: usize,
+    },
     /// The call outlived its timeout.
     #[error("DEADLINE_EXCEEDED: no complete answer within {0:?}")]
     Timeout(Duration),
@@ -45,7 +62,7 @@ impl CallError {
     /// client-side timeout, `INVALID_ARGUMENT` for a missing request).
     pub fn code(&self) -> tonic::Code {
         match self {
-            Self::Status(status) => status.code(),
+            Self::Status(status) | Self::TooLarge { status, .. } => status.code(),
             Self::Timeout(_) => tonic::Code::DeadlineExceeded,
             Self::NoRequest(_) | Self::NotUnary(_) => tonic::Code::InvalidArgument,
         }
@@ -111,6 +128,30 @@ pub struct CallOptions {
     pub metadata: MetadataMap,
     /// Bound of the whole call, replies included.
     pub timeout: Option<Duration>,
+    /// Largest reply message accepted, in bytes [default: the daemon's
+    /// default `max_message_size`, [`DEFAULT_MAX_MESSAGE_SIZE`]].
+    pub max_message_size: Option<usize>,
+}
+
+impl CallOptions {
+    /// The reply size limit in force.
+    pub fn reply_limit(&self) -> usize {
+        self.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE)
+    }
+}
+
+/// `status`, or [`CallError::TooLarge`] when it is tonic refusing a reply
+/// above `limit`.
+fn call_error(status: tonic::Status, limit: usize) -> CallError {
+    if status.code() == tonic::Code::OutOfRange
+        && status
+            .message()
+            .contains("decoded message length too large")
+    {
+        CallError::TooLarge { status, limit }
+    } else {
+        CallError::Status(status)
+    }
 }
 
 /// Replies, in the order they arrive; an error ends the stream.
@@ -195,8 +236,9 @@ async fn start<S>(
 where
     S: Stream<Item = DynamicMessage> + Send + 'static,
 {
-    let status = CallError::Status;
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let limit = options.reply_limit();
+    let status = |status| call_error(status, limit);
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(limit);
     grpc.ready().await.map_err(|e| {
         status(tonic::Status::unavailable(format!(
             "connection not ready: {e}"
@@ -240,7 +282,7 @@ where
                 .await
                 .map_err(status)?;
             let (headers, streaming, _) = response.into_parts();
-            Ok((headers, streamed(streaming)))
+            Ok((headers, streamed(streaming, limit)))
         }
         (None, false) => {
             let response = grpc
@@ -256,7 +298,7 @@ where
                 .await
                 .map_err(status)?;
             let (headers, streaming, _) = response.into_parts();
-            Ok((headers, streamed(streaming)))
+            Ok((headers, streamed(streaming, limit)))
         }
     }
 }
@@ -270,15 +312,15 @@ fn with_options<T>(message: T, options: &CallOptions) -> tonic::Request<T> {
     request
 }
 
-fn streamed(streaming: tonic::Streaming<DynamicMessage>) -> ReplyStream {
+fn streamed(streaming: tonic::Streaming<DynamicMessage>, limit: usize) -> ReplyStream {
     Box::pin(futures_util::stream::unfold(
         Some(streaming),
-        |state| async move {
+        move |state| async move {
             let mut streaming = state?;
             match streaming.message().await {
                 Ok(Some(message)) => Some((Ok(message), Some(streaming))),
                 Ok(None) => None,
-                Err(status) => Some((Err(CallError::Status(status)), None)),
+                Err(status) => Some((Err(call_error(status, limit)), None)),
             }
         },
     ))

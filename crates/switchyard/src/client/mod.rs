@@ -28,6 +28,7 @@ pub mod codec;
 pub mod commands;
 pub mod connect;
 pub mod describe;
+pub mod imports;
 pub mod invoke;
 pub mod output;
 pub mod request;
@@ -80,6 +81,14 @@ pub enum ClientError {
     /// The output could not be written.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// A failure that TLS set up wrong explains ([`connect::diagnose`]).
+    #[error("{clue} ({error})")]
+    Explained {
+        /// The failure as it came.
+        error: Box<ClientError>,
+        /// What is wrong.
+        clue: connect::Clue,
+    },
 }
 
 impl ClientError {
@@ -90,6 +99,8 @@ impl ClientError {
             Self::Schema(err) => err.is_usage(),
             Self::Connect(err) => err.is_usage(),
             Self::Call(_) | Self::Output(_) => false,
+            // The TLS files or flags must change.
+            Self::Explained { .. } => true,
         };
         if usage { 2 } else { 1 }
     }

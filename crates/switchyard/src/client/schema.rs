@@ -11,7 +11,15 @@
 //! Servers without reflection need `--protoset` (an encoded
 //! `FileDescriptorSet`, as `protoc --descriptor_set_out --include_imports`
 //! writes it).
+//!
+//! What a server leaves out is filled in: imports it does not serve, from
+//! the built-in well-known types; imports its files do not even list
+//! ([`crate::client::imports`]), from the other files, the well-known types,
+//! and further reflection requests by symbol for the names still missing.
+//! Only then is a schema incomplete, and the error shows how to make a
+//! protoset instead.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -22,6 +30,7 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
+use crate::client::imports::add_missing_imports;
 use crate::client::resolve::MethodName;
 
 /// Why no schema could be obtained.
@@ -31,7 +40,9 @@ pub enum SchemaError {
     #[error("{}", reflection_message(.0))]
     Reflection(#[from] ReflectionError),
     /// A file the schema imports could be found nowhere.
-    #[error("file `{file}` imports `{dependency}`, which the schema source does not provide")]
+    #[error(
+        "file `{file}` imports `{dependency}`, which the schema source does not provide; {PROTOSET_HINT}"
+    )]
     MissingDependency {
         /// The importing file.
         file: String,
@@ -41,6 +52,12 @@ pub enum SchemaError {
     /// A descriptor could not be decoded.
     #[error("malformed file descriptor: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// Files use names that neither they, their imports, the well-known
+    /// types nor the server (by symbol) define.
+    #[error(
+        "incomplete schema: {0} (the schema source leaves out a file it uses); {PROTOSET_HINT}"
+    )]
+    Incomplete(prost_reflect::DescriptorError),
     /// The descriptors do not form a valid schema.
     #[error("invalid schema: {0}")]
     Invalid(#[from] prost_reflect::DescriptorError),
@@ -53,6 +70,18 @@ pub enum SchemaError {
         source: std::io::Error,
     },
 }
+
+/// How to give a complete schema instead.
+const PROTOSET_HINT: &str = "give the schema with --protoset FILE, made with \
+    `protoc --include_imports --descriptor_set_out=FILE -I PROTO_DIR your/service.proto`";
+
+/// Most rounds of asking the server for names still undefined (a file it
+/// sends may use more).
+const SYMBOL_ROUNDS: usize = 4;
+
+/// Most names asked for by symbol in all: a server's schema uses few files,
+/// and a broken one must not keep us asking.
+const MAX_SYMBOL_LOOKUPS: usize = 64;
 
 fn reflection_message(err: &ReflectionError) -> String {
     match err {
@@ -152,8 +181,8 @@ impl Reflector {
             let client = ReflectionClient::new(self.channel.clone())
                 .with_metadata(metadata.clone())
                 .with_timeout(left);
-            match fetch(client).await {
-                Ok(files) => return complete(files),
+            match fetch(client.clone()).await {
+                Ok(files) => return complete(self.look_up_undefined(client, files).await?),
                 Err(err) if unreachable(&err) => last = Some(err),
                 Err(err) => return Err(err.into()),
             }
@@ -161,6 +190,45 @@ impl Reflector {
         Err(last
             .unwrap_or(ReflectionError::Protocol("no machine to ask"))
             .into())
+    }
+    /// `files` with what `client`'s server defines of the names they use
+    /// but define nowhere, asked for by symbol (`file_containing_symbol`),
+    /// until nothing is left to ask or a bound is reached. Names the server
+    /// does not know are left to [`complete`] to report.
+    async fn look_up_undefined(
+        &self,
+        mut client: ReflectionClient<Channel>,
+        mut files: FileSet,
+    ) -> Result<FileSet, SchemaError> {
+        let mut asked = BTreeSet::new();
+        for _ in 0..SYMBOL_ROUNDS {
+            let undefined = add_missing_imports(&files)?.undefined;
+            let new: Vec<String> = undefined
+                .into_iter()
+                .filter(|name| asked.len() < MAX_SYMBOL_LOOKUPS && asked.insert(name.clone()))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            for name in new {
+                let left = self.deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(files);
+                }
+                client = client.with_timeout(left);
+                match client.files_for_symbols(&[&name]).await {
+                    Ok(found) => {
+                        for encoded in found.encoded() {
+                            files.insert(encoded.clone())?;
+                        }
+                    }
+                    // A relative name is tried in each scope: most miss.
+                    Err(ReflectionError::SymbolNotFound(_)) => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        }
+        Ok(files)
     }
 }
 
@@ -179,14 +247,22 @@ fn unreachable(err: &ReflectionError) -> bool {
 
 /// Builds a pool from `files`, supplying missing well-known imports
 /// (`google/protobuf/*`, which servers often leave out) from built-in
-/// copies; any other missing import is an error.
-pub fn complete(mut files: FileSet) -> Result<DescriptorPool, SchemaError> {
+/// copies, and imports files use without listing them, from the other files
+/// or the well-known types; any other missing import is an error.
+pub fn complete(files: FileSet) -> Result<DescriptorPool, SchemaError> {
+    let mut files = add_missing_imports(&files)?.files;
     // A built-in file may import another: repeat until complete.
     loop {
         let missing = files.missing();
         if missing.is_empty() {
             // The pool decodes the files itself, in any order, options included.
-            return Ok(DescriptorPool::decode(files.to_encoded_set().as_slice())?);
+            return DescriptorPool::decode(files.to_encoded_set().as_slice()).map_err(|err| {
+                if err.to_string().contains("is not defined") {
+                    SchemaError::Incomplete(err)
+                } else {
+                    SchemaError::Invalid(err)
+                }
+            });
         }
         for (importer, dependency) in missing {
             let encoded =
@@ -280,8 +356,10 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "file `switchyard/common/v1/common.proto` imports `google/rpc/status.proto`, \
-             which the schema source does not provide"
+            format!(
+                "file `switchyard/common/v1/common.proto` imports `google/rpc/status.proto`, \
+                 which the schema source does not provide; {PROTOSET_HINT}"
+            )
         );
         assert!(err.is_usage());
         let pool = decode_protosets([set.encode_to_vec().as_slice()]).unwrap();

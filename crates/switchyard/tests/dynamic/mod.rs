@@ -185,7 +185,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
                 return unimplemented();
             }
             let method = this.method(&name);
-            let mut grpc = tonic::server::Grpc::new(DynamicCodec::for_server(&method));
+            // Requests as large as a Switchyard passes (its default limit).
+            let mut grpc = tonic::server::Grpc::new(DynamicCodec::for_server(&method))
+                .max_decoding_message_size(32 << 20);
             Ok(match name.as_str() {
                 "Echo" => grpc.unary(Echo, request).await,
                 "Fleet" => grpc.unary(Fleet(method), request).await,
@@ -283,6 +285,183 @@ impl tonic::server::StreamingService<DynamicMessage> for Chat {
                 Ok(item)
             });
             Ok(Response::new(Box::pin(replies) as BoxStream))
+        })
+    }
+}
+
+/// `inventory.v1.Inventory`'s encoded `FileDescriptorSet` (with imports).
+pub fn inventory_descriptor_set() -> Vec<u8> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proto");
+    let contract = concat!(env!("CARGO_MANIFEST_DIR"), "/../director/proto");
+    protox::compile(["inventory/v1/inventory.proto"], [dir, contract])
+        .expect("the inventory proto compiles")
+        .encode_to_vec()
+}
+
+/// `inventory.v1.Inventory` (whose fan-out tags are its own `Origin`) and
+/// machine-info, both answering as machine `name`, with v1 reflection of
+/// both, on a socket of its own.
+pub fn spawn_inventory(name: &str) -> Running {
+    let socket = Socket::new();
+    let listener = UnixListener::bind(&socket.path).expect("binds");
+    let set = inventory_descriptor_set();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(machine_info::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(&set)
+        .build_v1()
+        .expect("reflection");
+    let pool = DescriptorPool::decode(set.as_slice()).expect("valid descriptor set");
+    let router = tonic::transport::Server::builder()
+        .add_service(InventoryService {
+            pool,
+            name: name.to_owned(),
+        })
+        .add_service(machine_info::Service::new(name).into_server())
+        .add_service(reflection);
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = router
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Running {
+        socket,
+        _stop: stop,
+    }
+}
+
+/// `inventory.v1.Inventory/Parts`: one part named after the machine.
+#[derive(Clone)]
+struct InventoryService {
+    pool: DescriptorPool,
+    name: String,
+}
+
+impl NamedService for InventoryService {
+    const NAME: &'static str = "inventory.v1.Inventory";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for InventoryService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != "/inventory.v1.Inventory/Parts" {
+                return Ok(Status::unimplemented("no such method").into_http());
+            }
+            let method = this
+                .pool
+                .get_service_by_name("inventory.v1.Inventory")
+                .and_then(|s| s.methods().next())
+                .expect("declared method");
+            let reply = serde_json::json!({
+                "messages": [{"serial": format!("{}-1", this.name), "count": 3}]
+            });
+            let reply = DynamicMessage::deserialize(method.output(), reply).expect("valid reply");
+            let mut grpc = tonic::server::Grpc::new(DynamicCodec::for_server(&method));
+            Ok(grpc.unary(Reply(reply), request).await)
+        })
+    }
+}
+
+/// Answers any request with one reply.
+struct Reply(DynamicMessage);
+
+impl tonic::server::UnaryService<DynamicMessage> for Reply {
+    type Response = DynamicMessage;
+    type Future = BoxFuture<Result<Response<DynamicMessage>, Status>>;
+
+    fn call(&mut self, _: Request<DynamicMessage>) -> Self::Future {
+        let reply = self.0.clone();
+        Box::pin(async move { Ok(Response::new(reply)) })
+    }
+}
+
+/// `bare.v1.Bare` on a socket of its own, with v1 reflection of files that
+/// list none of their imports: `bare/v1/bare.proto` uses
+/// `google.protobuf.Timestamp` (not served at all) and `bare.v1.Part`, whose
+/// file is served (found by symbol) only when `serve_part`.
+pub fn spawn_bare(serve_part: bool) -> Running {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proto");
+    let compiled = protox::compile(["bare/v1/bare.proto"], [dir]).expect("the bare proto compiles");
+    let pool = DescriptorPool::from_file_descriptor_set(compiled.clone()).expect("valid");
+    let served = prost_types::FileDescriptorSet {
+        file: compiled
+            .file
+            .into_iter()
+            .filter_map(|mut file| match file.name() {
+                "bare/v1/bare.proto" => {
+                    file.dependency.clear();
+                    Some(file)
+                }
+                "bare/v1/part.proto" if serve_part => Some(file),
+                _ => None,
+            })
+            .collect(),
+    };
+    let socket = Socket::new();
+    let listener = UnixListener::bind(&socket.path).expect("binds");
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_file_descriptor_set(served)
+        .build_v1()
+        .expect("reflection");
+    let router = tonic::transport::Server::builder()
+        .add_service(BareService { pool })
+        .add_service(reflection);
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = router
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Running {
+        socket,
+        _stop: stop,
+    }
+}
+
+/// `bare.v1.Bare/Echo`: answers with the request.
+#[derive(Clone)]
+struct BareService {
+    pool: DescriptorPool,
+}
+
+impl NamedService for BareService {
+    const NAME: &'static str = "bare.v1.Bare";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for BareService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let method = self
+            .pool
+            .get_service_by_name("bare.v1.Bare")
+            .and_then(|s| s.methods().next())
+            .expect("declared method");
+        Box::pin(async move {
+            if request.uri().path() != "/bare.v1.Bare/Echo" {
+                return Ok(Status::unimplemented("no such method").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(DynamicCodec::for_server(&method));
+            Ok(grpc.unary(Echo, request).await)
         })
     }
 }

@@ -3,16 +3,18 @@
 //! Through Switchyard one call reaches many machines; their replies come
 //! back merged by the wire contract of `switchyard/common/v1/common.proto`:
 //! a unary reply is `repeated X messages = 1`, and every entry `X` carries
-//! `switchyard.common.v1.Metadata metadata = 1` naming its machine and, when
-//! the machine failed, its error. A streamed reply message is itself such an
-//! entry. Field numbers are the contract, names are not, so detection goes by
-//! number and type. Anything else is one entry without a machine.
+//! the machine's `Metadata` in field 1, naming its machine and, when the
+//! machine failed, its error. A streamed reply message is itself such an
+//! entry. Field numbers and kinds are the contract, names are not: an API
+//! may declare its own copy of `Metadata`, under another name in its own
+//! package (Talos's `common.Metadata` is one), so detection goes by number
+//! and kind ([`is_metadata`]), as the daemon's check of a method does.
+//! Anything else is one entry without a machine.
 
-use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value};
+use prost_reflect::{
+    Cardinality, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
+};
 pub use switchyard_engine::status::code_name;
-
-/// Full name of the fan-out metadata message.
-pub const METADATA_MESSAGE: &str = "switchyard.common.v1.Metadata";
 
 /// Which machine an entry comes from, as the proxy filled it in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,10 +101,51 @@ pub fn shape(descriptor: &MessageDescriptor) -> Shape {
 }
 
 fn is_entry(descriptor: &MessageDescriptor) -> bool {
-    descriptor.get_field(1).is_some_and(|field| {
-        !field.is_list()
-            && matches!(field.kind(), Kind::Message(m) if m.full_name() == METADATA_MESSAGE)
-    })
+    matches!(field_kind(descriptor, 1), Some(Kind::Message(m)) if is_metadata(&m))
+}
+
+/// Whether `message` has the fields of the fan-out `Metadata`, whatever it
+/// is called: `string machine_addr = 1; string error = 2;` and at least one
+/// of `google.rpc.Status status = 3` (a message with `int32 code = 1` and
+/// `string message = 2`), `string machine_id = 4`, `string machine_name =
+/// 5`; no other field. Two strings alone are too common (a key and a
+/// value) to be taken for machine tags.
+pub fn is_metadata(message: &MessageDescriptor) -> bool {
+    let string = |kind: Option<Kind>| matches!(kind, Some(Kind::String));
+    let status = |kind: Option<Kind>| match kind {
+        Some(Kind::Message(status)) => {
+            matches!(field_kind(&status, 1), Some(Kind::Int32)) && string(field_kind(&status, 2))
+        }
+        _ => false,
+    };
+    let mut tagged = false;
+    let fields_fit = message.fields().all(|field| {
+        let kind = singular(&field);
+        match field.number() {
+            1 | 2 => string(kind),
+            3 => {
+                tagged = true;
+                status(kind)
+            }
+            4 | 5 => {
+                tagged = true;
+                string(kind)
+            }
+            _ => false,
+        }
+    });
+    fields_fit && tagged && string(field_kind(message, 1)) && string(field_kind(message, 2))
+}
+
+/// The kind of field `number` of `message`, if it has one and it is
+/// neither repeated nor a map.
+fn field_kind(message: &MessageDescriptor, number: u32) -> Option<Kind> {
+    message.get_field(number).and_then(|f| singular(&f))
+}
+
+/// The kind of `field` unless it is repeated or a map.
+fn singular(field: &FieldDescriptor) -> Option<Kind> {
+    (field.cardinality() != Cardinality::Repeated).then(|| field.kind())
 }
 
 /// Splits `reply` into one entry per machine (see [`Shape`]).
@@ -196,4 +239,59 @@ fn entry_error(metadata: &DynamicMessage) -> Option<EntryError> {
 /// own RPC succeeded.
 pub fn exit_code(entries: &[Entry]) -> i32 {
     i32::from(entries.iter().any(|e| e.error.is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_reflect::DescriptorPool;
+
+    /// The messages of `source` (a proto3 file of package `t`, which may
+    /// import `google/rpc/status.proto`).
+    fn pool(source: &str) -> DescriptorPool {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.proto"), source).unwrap();
+        let contract = concat!(env!("CARGO_MANIFEST_DIR"), "/../director/proto");
+        let set = protox::compile(["t.proto"], [dir.path().to_str().unwrap(), contract]).unwrap();
+        DescriptorPool::from_file_descriptor_set(set).unwrap()
+    }
+
+    #[test]
+    fn metadata_is_known_by_its_field_numbers_and_kinds() {
+        let pool = pool(
+            r#"syntax = "proto3"; package t; import "google/rpc/status.proto";
+            message Contract { string machine_addr = 1; string error = 2;
+              google.rpc.Status status = 3; string machine_id = 4; string machine_name = 5; }
+            message Talos { string hostname = 1; string error = 2; google.rpc.Status status = 3; }
+            message Named { string a = 1; string b = 2; string name = 5; }
+            message Pair { string key = 1; string value = 2; }
+            message More { string a = 1; string b = 2; string c = 4; int32 extra = 6; }
+            message WrongKind { string a = 1; string b = 2; int64 id = 4; }
+            message Listed { string a = 1; repeated string b = 2; string c = 4; }
+            message NotStatus { string a = 1; string b = 2; Pair status = 3; }
+            message NoError { string a = 1; string c = 4; }
+            message Entry { Talos tags = 1; string name = 2; }
+            message Merged { repeated Entry messages = 1; }
+            message Tagged { repeated Talos tags = 1; }
+            message PairEntry { Pair pair = 1; }"#,
+        );
+        let message = |name: &str| pool.get_message_by_name(&format!("t.{name}")).unwrap();
+        for fits in ["Contract", "Talos", "Named"] {
+            assert!(is_metadata(&message(fits)), "{fits}");
+        }
+        for unfit in [
+            "Pair",
+            "More",
+            "WrongKind",
+            "Listed",
+            "NotStatus",
+            "NoError",
+        ] {
+            assert!(!is_metadata(&message(unfit)), "{unfit}");
+        }
+        assert_eq!(shape(&message("Entry")), Shape::Entry);
+        assert_eq!(shape(&message("Merged")), Shape::Merged);
+        assert_eq!(shape(&message("Tagged")), Shape::Plain);
+        assert_eq!(shape(&message("PairEntry")), Shape::Plain);
+    }
 }

@@ -18,7 +18,7 @@ use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
 };
 
-use super::fanout::{Entry, METADATA_MESSAGE, code_name};
+use super::fanout::{Entry, code_name, is_metadata};
 use super::gojson;
 use super::json::{JsonOptions, is_well_known, to_json};
 
@@ -195,7 +195,7 @@ fn columns(descriptor: &MessageDescriptor) -> Option<Vec<FieldDescriptor>> {
         .fields()
         .filter(|field| !field.is_map())
         .filter(|field| match field.kind() {
-            Kind::Message(m) => m.full_name() != METADATA_MESSAGE && is_cell_message(&m, field),
+            Kind::Message(m) => !is_metadata(&m) && is_cell_message(&m, field),
             _ => true,
         })
         .collect();
