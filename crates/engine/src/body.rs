@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use crate::backend::Backend;
+use crate::budget::Hold;
 use crate::director::Mode;
 use crate::fan_out::StreamedBody;
 use crate::names::GRPC_STATUS;
@@ -46,6 +47,8 @@ enum Kind {
     Chunks {
         chunks: VecDeque<Bytes>,
         trailers: Option<HeaderMap>,
+        /// The memory budget the chunks hold until they are sent.
+        _hold: Option<Box<Hold>>,
     },
     /// One-to-one passthrough.
     Passthrough(Box<PassthroughBody>),
@@ -59,9 +62,19 @@ impl ResponseBody {
     }
 
     pub(crate) fn chunks(chunks: VecDeque<Bytes>, trailers: impl Into<Option<HeaderMap>>) -> Self {
+        Self::held_chunks(chunks, trailers, None)
+    }
+
+    /// [`ResponseBody::chunks`] holding `hold` until the body is dropped.
+    pub(crate) fn held_chunks(
+        chunks: VecDeque<Bytes>,
+        trailers: impl Into<Option<HeaderMap>>,
+        hold: Option<Hold>,
+    ) -> Self {
         Self::new(Kind::Chunks {
             chunks,
             trailers: trailers.into(),
+            _hold: hold.map(Box::new),
         })
     }
 
@@ -263,7 +276,9 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Empty => true,
-            Kind::Chunks { chunks, trailers } => chunks.is_empty() && trailers.is_none(),
+            Kind::Chunks {
+                chunks, trailers, ..
+            } => chunks.is_empty() && trailers.is_none(),
             Kind::Passthrough(body) => body.is_end_stream(),
             Kind::Streamed(body) => body.is_end_stream(),
         }
@@ -281,7 +296,9 @@ impl ResponseBody {
     fn poll_kind(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
         match &mut self.kind {
             Kind::Empty => Poll::Ready(None),
-            Kind::Chunks { chunks, trailers } => Poll::Ready(
+            Kind::Chunks {
+                chunks, trailers, ..
+            } => Poll::Ready(
                 chunks
                     .pop_front()
                     .map(Frame::data)

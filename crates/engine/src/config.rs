@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::budget::{DEFAULT_MEMORY_BUDGET, DEFAULT_MEMORY_SHARE, MemoryBudget};
 use crate::observe::SharedObserver;
 use crate::server::ConnectionLimit;
 use crate::tls::TlsStore;
@@ -97,6 +98,9 @@ pub struct ProxyConfig {
     /// making the backend close the connection every caller shares (tonic
     /// and hyper servers accept 16 KiB).
     pub max_upstream_metadata: usize,
+    /// What fan-out calls may hold for their callers, in all and per caller
+    /// ([`MemoryBudget`]); `None`: no bound beyond each call's own.
+    pub memory: Option<MemoryBudget>,
     /// Hears of every call and fan-out leg (metrics, access logs).
     pub observer: Option<SharedObserver>,
 }
@@ -110,6 +114,10 @@ impl Default for ProxyConfig {
         Self {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_upstream_metadata: DEFAULT_MAX_UPSTREAM_METADATA,
+            memory: Some(MemoryBudget::new(
+                DEFAULT_MEMORY_BUDGET,
+                DEFAULT_MEMORY_SHARE,
+            )),
             deadline_margin: Duration::from_millis(50),
             request_stall_timeout: Duration::from_secs(5),
             observer: None,

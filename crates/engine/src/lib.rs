@@ -42,6 +42,7 @@ pub mod admission;
 pub mod backend;
 pub mod backoff;
 mod body;
+pub mod budget;
 pub mod channel;
 pub mod codec;
 pub mod config;

@@ -16,11 +16,13 @@ use tonic::Status;
 
 use crate::body::{Record, ResponseBody};
 use crate::body::{error_response, error_with_headers, http_error};
+use crate::budget::Holder;
 use crate::codec::timeout;
 use crate::config::ProxyConfig;
 use crate::director::{Director, Mode, Route};
 use crate::fan_out::{self, Answer};
 use crate::names::GRPC_TIMEOUT;
+use crate::peer::Peer;
 use crate::{BoxError, one_to_one};
 
 /// A gRPC proxy for any method, as a `tower::Service`.
@@ -136,6 +138,10 @@ impl TransparentProxy {
                 "director chose {n} backends for a one-to-one call to {method}"
             ))),
             (Mode::OneToMany(shape), _) => {
+                let memory = config.memory.clone().map(|budget| {
+                    let peer = parts.extensions.get::<Arc<Peer>>().map(|p| &**p);
+                    (budget, Holder::of(peer))
+                });
                 let call = fan_out::Request {
                     parts,
                     body,
@@ -143,14 +149,17 @@ impl TransparentProxy {
                     shape,
                     bytes_in,
                     legs,
+                    memory,
                 };
                 match fan_out::forward(config, backends, call).await {
                     Answer::Merged {
                         headers,
                         message,
                         trailers,
+                        hold,
                     } => {
-                        let mut response = Response::new(ResponseBody::chunks(message, trailers));
+                        let body = ResponseBody::held_chunks(message, trailers, hold);
+                        let mut response = Response::new(body);
                         *response.headers_mut() = headers;
                         response
                     }

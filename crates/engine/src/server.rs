@@ -17,7 +17,6 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use crate::BoxError;
 use crate::admission::{ActiveCall, Activity, Admission, Close, PeerKey, Refusal, Ticket};
 pub use crate::admission::{ConnectionLimit, ConnectionLimits};
+use crate::budget::certificate_key;
 use crate::config::ServerConfig;
 use crate::handshake::{Handshake, Progress};
 use crate::log_limit::LogLimit;
@@ -282,9 +282,7 @@ impl Serving {
                 let certificates = tls_state.peer_certificates().map(<[_]>::to_vec);
                 // One client certificate is one peer, from whatever address.
                 if let Some(leaf) = certificates.as_ref().and_then(|c| c.first()) {
-                    let mut hasher = std::hash::DefaultHasher::new();
-                    leaf.as_ref().hash(&mut hasher);
-                    let key = PeerKey::Certificate(hasher.finish());
+                    let key = PeerKey::Certificate(certificate_key(leaf.as_ref()));
                     if let Err(refusal) = self.admission.identify(&ticket, key) {
                         return self.refused(refusal, &addr);
                     }

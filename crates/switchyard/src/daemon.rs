@@ -160,6 +160,7 @@ impl Daemon {
             ProxyConfig {
                 max_message_size: start.max_message_size.0,
                 max_upstream_metadata: start.max_upstream_metadata.0,
+                memory: Some(settings.memory_budget()),
                 request_stall_timeout: start.request_stall_secs.into(),
                 observer: Some(observer.clone()),
                 ..ProxyConfig::default()

@@ -45,6 +45,7 @@ use tonic::{Code, Status};
 
 use crate::backend::{Backend, ReplyShape};
 use crate::body::Legs;
+use crate::budget::{Hold, Holder, MemoryBudget};
 use crate::codec::frame::FrameHeader;
 use crate::config::{Http2Settings, ProxyConfig};
 use crate::log_limit::LogLimit;
@@ -64,6 +65,8 @@ pub(crate) enum Answer {
         headers: HeaderMap,
         message: VecDeque<Bytes>,
         trailers: HeaderMap,
+        /// The memory budget the message holds until it is sent.
+        hold: Option<Hold>,
     },
     /// Replies as they arrive.
     Streamed {
@@ -77,6 +80,10 @@ pub(crate) enum Answer {
 
 static LEG_FAILED: LogLimit = LogLimit::new(Duration::from_secs(1));
 
+/// What a streamed fan-out may hold per machine: replies the machine sent
+/// that the caller has not read, up to the upstream stream window.
+const STREAMED_LEG_BYTES: usize = Http2Settings::CHANNEL.stream_window as usize;
+
 /// One fan-out call to forward.
 pub(crate) struct Request<B> {
     pub(crate) parts: http::request::Parts,
@@ -87,6 +94,8 @@ pub(crate) struct Request<B> {
     pub(crate) bytes_in: Option<Arc<AtomicU64>>,
     /// Reports each backend's end, when the call is observed.
     pub(crate) legs: Option<Legs>,
+    /// The budget the call's buffers come from, and whose they are.
+    pub(crate) memory: Option<(MemoryBudget, Holder)>,
 }
 
 /// Forwards one call to every backend.
@@ -106,7 +115,24 @@ where
         shape,
         bytes_in,
         legs: observed,
+        memory,
     } = request;
+    // A streamed fan-out may hold an upstream stream window per machine for
+    // its whole life: taken before anything is dialled.
+    let streamed_hold = match (&memory, shape) {
+        (Some((budget, holder)), ReplyShape::Streamed) => {
+            match budget.hold(*holder, backends.len() * STREAMED_LEG_BYTES) {
+                Ok(hold) => Some(hold),
+                Err(status) => {
+                    return Answer::Failed {
+                        headers: HeaderMap::new(),
+                        status,
+                    };
+                }
+            }
+        }
+        _ => None,
+    };
     let method = parts.uri.path().to_owned();
     let parts = Arc::new(parts);
     let (broadcast, feeds) = Broadcast::new(
@@ -139,13 +165,13 @@ where
         observed,
     };
     match shape {
-        ReplyShape::Streamed => call.streamed(deadline).await,
+        ReplyShape::Streamed => call.streamed(deadline, streamed_hold).await,
         ReplyShape::Unary => {
             let cutoff = deadline.map(|at| {
                 let left = at.saturating_duration_since(Instant::now());
                 at - config.deadline_margin.min(left / 10)
             });
-            call.merged(cutoff, config.max_message_size).await
+            call.merged(cutoff, config.max_message_size, memory).await
         }
     }
 }
@@ -270,8 +296,14 @@ impl Call {
         }
     }
 
-    /// Collects one reply per backend and answers with them merged.
-    async fn merged(mut self, cutoff: Option<Instant>, max_message_size: usize) -> Answer {
+    /// Collects one reply per backend and answers with them merged; the
+    /// merged reply is held from `memory` until the caller has it.
+    async fn merged(
+        mut self,
+        cutoff: Option<Instant>,
+        max_message_size: usize,
+        memory: Option<(MemoryBudget, Holder)>,
+    ) -> Answer {
         let mut slots: Vec<Slot> = self.backends.iter().map(|_| Slot::default()).collect();
         let mut total = 0usize;
         let mut cutoff = cutoff.map(|at| Box::pin(tokio::time::sleep_until(at)));
@@ -385,12 +417,18 @@ impl Call {
                 };
             }
         };
+        let hold = match memory.map(|(budget, holder)| budget.hold(holder, total)) {
+            None => None,
+            Some(Ok(hold)) => Some(hold),
+            Some(Err(status)) => return Answer::Failed { headers, status },
+        };
         message.push_front(Bytes::copy_from_slice(&prefix.encode()));
         trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
         Answer::Merged {
             headers,
             message,
             trailers,
+            hold,
         }
     }
 
@@ -425,12 +463,13 @@ impl Call {
 
     /// Waits for the first backend's response headers, then answers with a
     /// body that forwards every reply as it arrives.
-    async fn streamed(self, deadline: Option<Instant>) -> Answer {
+    async fn streamed(self, deadline: Option<Instant>, hold: Option<Hold>) -> Answer {
         let mut body = Box::new(StreamedBody {
             queue: VecDeque::new(),
             trailers: HeaderMap::new(),
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
             call: Some(self),
+            _hold: hold,
         });
         // Hold the response until a backend sends headers (first wins) or all are done.
         let headers = loop {
@@ -510,6 +549,8 @@ pub(crate) struct StreamedBody {
     queue: VecDeque<Bytes>,
     trailers: HeaderMap,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The memory budget the call holds while it runs.
+    _hold: Option<Hold>,
     /// `None` once the call has ended.
     call: Option<Call>,
 }

@@ -15,7 +15,7 @@ const REQUIRED: &str = "required";
 
 /// Defaults that are not a value of their own: the setting is unset, and
 /// this is what happens then.
-const DESCRIBED: [(&str, &str); 15] = [
+const DESCRIBED: [(&str, &str); 17] = [
     ("listen", "[local_address]:remote_port"),
     ("local_socket", REQUIRED),
     ("local_address", "none"),
@@ -25,6 +25,8 @@ const DESCRIBED: [(&str, &str); 15] = [
         "unix_reserved_connections",
         "1/16 of max_connections, at most 64",
     ),
+    ("memory_budget", "¼ of the machine's memory"),
+    ("memory_budget_per_caller", "½ of memory_budget"),
     ("tls", "off"),
     ("metrics_listen", "off"),
     ("machine_id", "none"),

@@ -28,6 +28,7 @@ use switchyard_director::{
     AuthzRule, DEFAULT_REMOTE_PORT, Machine, MachineAddr, MethodPattern, Registry,
 };
 use switchyard_engine::Address;
+use switchyard_engine::budget::{DEFAULT_MEMORY_BUDGET, MemoryBudget};
 use switchyard_engine::config::DEFAULT_MAX_MESSAGE_SIZE;
 use switchyard_engine::server::ConnectionLimits;
 use switchyard_engine::tls::TlsPaths;
@@ -48,6 +49,9 @@ pub const MAX_WORKER_THREADS: usize = 256;
 
 /// Bound of counts that have no natural bound (targets, connections).
 pub const MAX_COUNT: usize = 1 << 20;
+
+/// Bound of byte budgets (1 TiB), which catches typos.
+pub const MAX_BYTES: usize = 1 << 40;
 
 /// What a user can set, from flags of `switchyard serve` or keys of the
 /// configuration file; unset options take their [`Settings`] default.
@@ -77,6 +81,13 @@ pub struct Options {
     /// Largest gRPC message accepted, in bytes, each way.
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<MessageSize>,
+    /// Bytes fan-out calls may hold for their callers, all together (replies a caller has not
+    /// read yet).
+    #[arg(long, value_name = "BYTES")]
+    pub memory_budget: Option<Count<MAX_BYTES>>,
+    /// Of those, what one caller may hold (a TLS certificate, an IP address, a Unix user).
+    #[arg(long, value_name = "BYTES")]
+    pub memory_budget_per_caller: Option<Count<MAX_BYTES>>,
     /// Largest request metadata forwarded to a backend or another machine, in bytes
     /// (names, values and 32 per entry, as HTTP/2 counts it).
     #[arg(long, value_name = "BYTES")]
@@ -287,6 +298,10 @@ pub struct StartSettings {
     /// Message size limit, each way.
     #[default(MessageSize(DEFAULT_MAX_MESSAGE_SIZE))]
     pub max_message_size: MessageSize,
+    /// Fan-out memory, in all; `None` derives it ([`Settings::memory_budget`]).
+    pub memory_budget: Option<Count<MAX_BYTES>>,
+    /// Fan-out memory, per caller; `None`: half the budget.
+    pub memory_budget_per_caller: Option<Count<MAX_BYTES>>,
     /// Request metadata forwarded at most.
     #[default(Count(switchyard_engine::config::DEFAULT_MAX_UPSTREAM_METADATA))]
     pub max_upstream_metadata: Count<MAX_COUNT>,
@@ -561,6 +576,21 @@ impl Settings {
         }
     }
 
+    /// What fan-out calls may hold for their callers: configured, or a
+    /// quarter of the machine's memory (2 GiB when it cannot be read), half
+    /// of it per caller.
+    pub fn memory_budget(&self) -> MemoryBudget {
+        let total = match self.start.memory_budget {
+            Some(Count(n)) => n,
+            None => physical_memory().map_or(DEFAULT_MEMORY_BUDGET, |bytes| bytes / 4),
+        };
+        let share = self
+            .start
+            .memory_budget_per_caller
+            .map_or(total / 2, |Count(n)| n);
+        MemoryBudget::new(total, share)
+    }
+
     /// The bounds on connections: [`Settings::max_connections`] in all, of
     /// them the configured (or derived) Unix reserve, the per-peer share (at
     /// most what TCP callers may hold) and the idle timeout.
@@ -601,6 +631,20 @@ impl Settings {
         changed.dedup();
         changed
     }
+}
+
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), in bytes.
+fn physical_memory() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: usize = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Overlays `from` on `into`: tables merge key by key (a flag sets one key
