@@ -46,6 +46,8 @@ async fn callers_cannot_choose_hosts_or_ports() {
         ("::1", "loopback"),
         ("::ffff:127.0.0.1", "IPv4-mapped"),
         ("fe80::1", "link-local"),
+        ("64:ff9b::7f00:1", "NAT64"),
+        ("2002:7f00:1::1", "6to4"),
         ("::", "not a machine address"),
     ] {
         let status = call_describe(&mut client, &[("machines", value)])
@@ -154,7 +156,7 @@ async fn a_dead_machine_is_neither_redialled_nor_logged_forever() {
     std::fs::write(
         &config,
         format!(
-            "listen = [\"unix:{}\"]\nlocal_socket = \"{}\"\n\
+            "listen = [\"unix:{}\"]\nlocal_socket = \"{}\"\nallowed_networks = [\"::1/128\"]\n\
              [[machines]]\nid = \"m2\"\nname = \"beta\"\naddr = \"{dead}\"\n",
             unix.display(),
             local.display()
