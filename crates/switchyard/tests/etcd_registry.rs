@@ -562,14 +562,13 @@ async fn every_machine_reaches_every_other(cluster: &Cluster) {
         )
         .await;
     }
-    for i in 0..NAMES.len() {
+    for (i, through) in NAMES.iter().enumerate() {
         let reply = call_describe(&mut cluster.client(i), &[("machines", "alpha,beta,gamma")])
             .await
-            .unwrap_or_else(|s| panic!("through {}: {s:?}", NAMES[i]));
+            .unwrap_or_else(|s| panic!("through {through}: {s:?}"));
         assert!(
             all_answer(&reply, &NAMES),
-            "through {}: {:?}",
-            NAMES[i],
+            "through {through}: {:?}",
             entries(&reply)
         );
     }
