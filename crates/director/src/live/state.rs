@@ -5,7 +5,8 @@
 //! take the place of a machine that is really there:
 //!
 //! - **Conflicts** (two entries with the same ID, name or address) go to this
-//!   machine's own entry, then to a member with a heartbeat (an `alive/<id>`
+//!   machine's own entry (as it registers it; another value written under
+//!   its ID is any entry), then to a member with a heartbeat (an `alive/<id>`
 //!   key), then to the first by ID. The order depends only on the keys, so
 //!   every machine computes the same registry (each one's own entry aside).
 //! - **The cap** (`max_members`) keeps this machine and members with a
@@ -55,8 +56,11 @@ pub(crate) struct RegistryState {
     keys: Keys,
     max_value_bytes: usize,
     max_members: usize,
-    /// This machine's ID, when it registers: its entry always wins.
+    /// This machine's ID, when it registers: kept first for the cap.
     own_id: Option<String>,
+    /// This machine's entry as it registers it: wins every conflict (an
+    /// entry someone else wrote under its ID is not it).
+    own: Option<Machine>,
     allowed_networks: Option<Vec<Ipv6Net>>,
     /// Valid member entries by ID (so iteration is in ID order).
     members: BTreeMap<String, Machine>,
@@ -83,6 +87,7 @@ impl RegistryState {
             max_value_bytes: cfg.max_value_bytes,
             max_members: cfg.max_members,
             own_id: cfg.register.as_ref().map(|m| m.id.clone()),
+            own: cfg.register.clone(),
             allowed_networks: cfg.allowed_networks.clone(),
             members: BTreeMap::new(),
             alive: BTreeSet::new(),
@@ -222,7 +227,7 @@ impl RegistryState {
         let mut ranked: Vec<&Machine> = self.members.values().collect();
         // Stable: ID order within a rank.
         ranked.sort_by_key(|m| {
-            if self.own_id.as_deref() == Some(m.id.as_str()) {
+            if self.own.as_ref() == Some(*m) {
                 0
             } else if self.alive.contains(&m.id) {
                 1
@@ -417,15 +422,15 @@ mod tests {
         RegistryState::new(&cfg)
     }
 
-    /// A state for the machine registered as `own` (ID `own`).
+    /// A state for the machine registered as `own`, `alpha`, `fd00::9`.
     fn own_state(max_members: usize, own: &str) -> RegistryState {
         let cfg = EtcdConfig {
             max_members,
             max_value_bytes: 256,
             register: Some(Machine {
                 id: own.into(),
-                name: format!("{own}-name"),
-                addr: "fd00::ffff".parse().unwrap(),
+                name: "alpha".into(),
+                addr: "fd00::9".parse().unwrap(),
             }),
             ..EtcdConfig::default()
         };
@@ -521,6 +526,14 @@ mod tests {
         assert_eq!(ids(&mut s), ["a1", "a2", "m9"]);
         beat(&mut s, "a0");
         assert_eq!(ids(&mut s), ["a1", "a2", "m9"]);
+        // Only its entry as it registers it: one written over it is any
+        // other entry.
+        let mut s = own_state(10, "m9");
+        put(&mut s, "m9", "alpha", "fd00::9");
+        put(&mut s, "a0", "alpha", "fd00::a");
+        assert_eq!(ids(&mut s), ["m9"]);
+        put(&mut s, "m9", "alpha", "fd00::66");
+        assert_eq!(ids(&mut s), ["a0"]);
         s.snapshot()
             .registry()
             .expect("a snapshot is a valid registry");
