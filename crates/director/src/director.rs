@@ -28,6 +28,12 @@
 //! [`DownBackend`]: the call, or its fan-out entry, is `UNAVAILABLE` at once
 //! and nothing is dialled. Resolution itself ignores liveness, so a caller
 //! sees the whole cluster, down machines included, in one reply.
+//!
+//! A registry is applied through the same address rule as caller-written
+//! addresses ([`check_dialable`] with `allowed_networks`): whoever can edit
+//! the registry (a file, etcd) must not make this machine dial its own
+//! loopback or IPv4 space. An entry the rule refuses is left out whole,
+//! logged once, and comes back when `allowed_networks` admits it.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV6;
@@ -40,7 +46,7 @@ use ipnet::Ipv6Net;
 use switchyard_engine::{Backend, ChannelConfig, ChannelState, Director, Mode, ReplyShape, Route};
 use tonic::Status;
 
-use crate::addr::MachineAddr;
+use crate::addr::{MachineAddr, check_dialable};
 use crate::authz::{Caller, Policy};
 use crate::catalog::{FIRST_DISCOVERY_WAIT, MethodCatalog, MethodFacts};
 use crate::down::{DownBackend, NO_HEARTBEAT};
@@ -70,6 +76,7 @@ pub struct DirectorOptions {
     /// [`LocalBackend::default_config`]).
     pub local_channel: ChannelConfig,
     /// The machine registry; `None` means machines are named by address only.
+    /// Entries `allowed_networks` refuses are left out.
     pub registry: Option<Registry>,
     /// Route `machines` one-to-many even for a single target, so clients get
     /// the same reply shape (with metadata) for 1 or N machines.
@@ -83,8 +90,9 @@ pub struct DirectorOptions {
     /// ([`MethodCatalog`]): which stream, and which have a reply type that
     /// cannot fan out (refused with `FAILED_PRECONDITION`).
     pub discover_methods: bool,
-    /// Without a registry: the only networks machines may be dialled in;
-    /// `None` admits every mesh address (not loopback, link-local or IPv4).
+    /// The only networks machines may be dialled in, whether callers name
+    /// them by address or the registry lists them; `None` admits every mesh
+    /// address ([`check_dialable`]: not loopback, link-local or IPv4).
     pub allowed_networks: Option<Vec<Ipv6Net>>,
     /// Most machines one call may name.
     pub max_targets: usize,
@@ -149,7 +157,12 @@ pub struct MachineDirector {
 #[derive(Debug, Default)]
 struct State {
     local_addr: Option<MachineAddr>,
+    /// The registry as given.
+    given: Option<Arc<Registry>>,
+    /// `given` minus the entries `allowed_networks` refuses: the one in force.
     registry: Option<Arc<Registry>>,
+    /// IDs of the entries left out last time, so that each is logged once.
+    refused: HashSet<String>,
     allowed_networks: Option<Vec<Ipv6Net>>,
     policy: Arc<Policy>,
     /// IDs of the registered machines that have a heartbeat; `None` when
@@ -158,7 +171,55 @@ struct State {
     closed: bool,
 }
 
+/// How many refused registry entries one application logs by name.
+const REFUSED_NAMED: usize = 8;
+
 impl State {
+    /// Sets [`State::registry`] from the registry given and the networks
+    /// allowed, logging the entries newly left out.
+    fn admit_registry(&mut self) {
+        let Some(given) = self.given.clone() else {
+            self.registry = None;
+            self.refused.clear();
+            return;
+        };
+        let allowed = self.allowed_networks.as_deref();
+        let refused: Vec<_> = given
+            .machines()
+            .iter()
+            .filter_map(|m| check_dialable(m.addr.ip, allowed).err().map(|why| (m, why)))
+            .collect();
+        let mut new = refused
+            .iter()
+            .filter(|(m, _)| !self.refused.contains(&m.id))
+            .peekable();
+        if new.peek().is_some() {
+            let mut count = 0;
+            for (m, why) in new {
+                if count < REFUSED_NAMED {
+                    tracing::warn!(
+                        id = %m.id,
+                        addr = %m.addr,
+                        "registry: skipping entry: its address may not be dialled: {why}"
+                    );
+                }
+                count += 1;
+            }
+            if count > REFUSED_NAMED {
+                tracing::warn!(
+                    more = count - REFUSED_NAMED,
+                    "registry: skipping more entries whose address may not be dialled"
+                );
+            }
+        }
+        self.refused = refused.iter().map(|(m, _)| m.id.clone()).collect();
+        self.registry = Some(if refused.is_empty() {
+            given
+        } else {
+            Arc::new(given.subset(|m| !self.refused.contains(&m.id)))
+        });
+    }
+
     /// Whether the registered machine `info` is down: liveness is known and
     /// it has no heartbeat.
     fn is_down(&self, info: &MachineInfo) -> bool {
@@ -198,14 +259,18 @@ impl MachineDirector {
             max_cached_machines: options.max_cached_machines.max(1),
             state: RwLock::new(State {
                 local_addr: options.local_address,
-                registry: options.registry.map(Arc::new),
+                given: options.registry.map(Arc::new),
                 allowed_networks: options.allowed_networks,
                 policy: Arc::new(options.policy),
-                alive: None,
-                closed: false,
+                ..State::default()
             }),
             remotes: Mutex::new(HashMap::new()),
         };
+        director
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit_registry();
         let info = director.resolver(&director.state()).local_info();
         director.local.set_info(info);
         director
@@ -246,7 +311,8 @@ impl MachineDirector {
         self.state().local_addr
     }
 
-    /// The machine registry, if any.
+    /// The machine registry in force, if any: the one given minus the
+    /// entries whose address `allowed_networks` refuses.
     pub fn registry(&self) -> Option<Arc<Registry>> {
         self.state().registry.clone()
     }
@@ -323,10 +389,12 @@ impl MachineDirector {
 
     /// Replaces the machine registry (e.g. on config reload). Cached remote
     /// backends of machines that are gone or changed are forgotten; calls
-    /// already running on them finish.
+    /// already running on them finish. Entries whose address
+    /// `allowed_networks` refuses are left out, each logged once.
     pub fn set_registry(&self, registry: Option<Registry>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        state.registry = registry.map(Arc::new);
+        state.given = registry.map(Arc::new);
+        state.admit_registry();
         self.apply(&state);
     }
 
@@ -350,16 +418,19 @@ impl MachineDirector {
         alive: Option<HashSet<String>>,
     ) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        state.registry = registry.map(Arc::new);
+        state.given = registry.map(Arc::new);
+        state.admit_registry();
         state.alive = alive.map(Arc::new);
         self.apply(&state);
     }
 
-    /// Replaces the networks machines may be dialled in without a registry;
-    /// cached remotes outside them are forgotten.
+    /// Replaces the networks machines may be dialled in (caller-written
+    /// addresses and registry entries); cached remotes outside them are
+    /// forgotten, registry entries they now admit come back.
     pub fn set_allowed_networks(&self, networks: Option<Vec<Ipv6Net>>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.allowed_networks = networks;
+        state.admit_registry();
         self.apply(&state);
     }
 

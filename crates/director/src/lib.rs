@@ -16,7 +16,8 @@
 //! contributes an error entry instead of failing the whole call.
 //!
 //! Module map, one idea per file (as in the Go reference):
-//! - [`addr`]: what a machine address is (`fd00::1`, `[fd00::1]:51001`);
+//! - [`addr`]: what a machine address is (`fd00::1`, `[fd00::1]:51001`), and
+//!   which ones may be dialled;
 //! - [`registry`]: the optional list of machines `{id, name, addr}`;
 //! - `resolve`: which machines the metadata values name;
 //! - [`tag`]: tagging replies and turning failures into error entries;
@@ -52,7 +53,7 @@ mod resolve;
 pub mod streamed;
 pub mod tag;
 
-pub use addr::{AddrError, MachineAddr};
+pub use addr::{AddrError, MachineAddr, NotDialable, check_dialable};
 pub use authz::{AuthzRule, Caller, MethodPattern, Policy};
 pub use catalog::{MethodCatalog, MethodFacts};
 pub use cluster_api::{CLUSTER_PATH_PREFIX, ClusterApi};

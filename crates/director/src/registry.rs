@@ -131,6 +131,24 @@ impl Registry {
         })
     }
 
+    /// The machines `keep` keeps, in registry order (a part of a valid
+    /// registry is valid).
+    pub fn subset(&self, mut keep: impl FnMut(&Machine) -> bool) -> Self {
+        let machines: Vec<Machine> = self.machines.iter().filter(|m| keep(m)).cloned().collect();
+        let mut by_identifier = HashMap::with_capacity(machines.len() * 2);
+        let mut by_addr = HashMap::with_capacity(machines.len());
+        for (i, m) in machines.iter().enumerate() {
+            by_identifier.insert(m.id.clone(), i);
+            by_identifier.insert(m.name.clone(), i);
+            by_addr.insert(m.addr, i);
+        }
+        Self {
+            machines,
+            by_identifier,
+            by_addr,
+        }
+    }
+
     /// The machines, in registry order.
     pub fn machines(&self) -> &[Machine] {
         &self.machines
@@ -293,6 +311,18 @@ mod tests {
         }
         // A machine may use its ID as its name.
         assert!(Registry::new(vec![machine("a", "a", "fd00::1")]).is_ok());
+    }
+
+    #[test]
+    fn a_subset_finds_only_what_it_kept() {
+        let r = sample().subset(|m| m.name != "beta");
+        assert_eq!(r.machines().len(), 2);
+        assert_eq!(found(&r, "gamma").as_deref(), Some("gamma"));
+        assert_eq!(found(&r, "m-3").as_deref(), Some("gamma"));
+        assert_eq!(found(&r, "fd00::1").as_deref(), Some("alpha"));
+        assert_eq!(found(&r, "beta"), None);
+        assert_eq!(r.find("[fd00::2]:51001", 51000), None);
+        assert_eq!(r, Registry::new(r.machines().to_vec()).unwrap());
     }
 
     #[test]

@@ -7,22 +7,24 @@
 //! this machine by its own address; `*` names every registered machine, and
 //! nothing else is reachable. Without a registry, a value is an IPv6 address
 //! without a port (machines listen on the remote port; a caller never chooses
-//! one), and only a *mesh* address: loopback, link-local, IPv4-mapped and
-//! IPv4-compatible addresses are refused unless `allowed_networks` admits
-//! them, and with `allowed_networks` set only addresses inside it are
-//! dialled. Either way a machine named twice counts once, in the order of
-//! first mention, and a call names at most `max_targets` machines.
+//! one), and only an address [`check_dialable`] admits: a *mesh* address
+//! (not loopback, link-local, nor one that embeds IPv4: mapped, compatible,
+//! NAT64, 6to4, …) unless `allowed_networks` admits it, and with
+//! `allowed_networks` set only addresses inside it. A registry passed the
+//! same rule when it was applied (the director drops entries it refuses).
+//! Either way a machine named twice counts once, in the order of first
+//! mention, and a call names at most `max_targets` machines.
 //!
 //! Error messages name the first few culprits only, each shortened, so a
 //! caller cannot make the proxy echo a huge header back.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::SocketAddrV6;
 
 use ipnet::Ipv6Net;
 
-use crate::addr::MachineAddr;
+use crate::addr::{MachineAddr, check_dialable};
 use crate::registry::{Machine, Registry};
 use crate::tag::MachineInfo;
 
@@ -216,20 +218,8 @@ impl Resolver<'_> {
                 "{shown:?} has a port: machines are reached on the remote port, name them by address only"
             ));
         }
-        let allowed = match self.allowed_networks {
-            Some(networks) => networks.iter().any(|n| n.contains(&addr.ip)),
-            None => special(addr.ip).is_none(),
-        };
-        if !allowed {
-            let why = match (self.allowed_networks, special(addr.ip)) {
-                (Some(_), _) => "it is outside allowed_networks".to_owned(),
-                (None, Some(kind)) => format!(
-                    "it is a {kind} address, not a mesh address (allowed_networks can admit it)"
-                ),
-                (None, None) => unreachable!("allowed"),
-            };
-            return Err(format!("{shown:?} may not be dialled: {why}"));
-        }
+        check_dialable(addr.ip, self.allowed_networks)
+            .map_err(|why| format!("{shown:?} may not be dialled: {why}"))?;
         Ok(self.address(addr.socket_addr(self.remote_port)))
     }
 
@@ -298,23 +288,6 @@ impl Resolver<'_> {
 
     fn label(&self, socket: SocketAddrV6) -> String {
         MachineAddr::label(socket, self.remote_port)
-    }
-}
-
-/// The kind of an address that is not a mesh address: these reach this
-/// host, its link, or IPv4 space rather than another machine.
-fn special(ip: Ipv6Addr) -> Option<&'static str> {
-    let segments = ip.segments();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_unicast_link_local() {
-        Some("link-local")
-    } else if ip.to_ipv4_mapped().is_some() {
-        Some("IPv4-mapped")
-    } else if segments[..6] == [0; 6] {
-        Some("IPv4-compatible")
-    } else {
-        None
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use ipnet::Ipv6Net;
 use switchyard_director::{Machine, Registry};
 use switchyard_engine::Address;
 use tokio::net::TcpListener;
@@ -45,10 +46,21 @@ pub struct LoopbackCluster {
     pub registry: Registry,
 }
 
+/// The networks a loopback cluster's machines are dialled in: `::1/128`.
+/// Loopback is no mesh address, so a registry naming `[::1]:port` needs
+/// `allowed_networks` to admit it.
+pub fn loopback_networks() -> Vec<Ipv6Net> {
+    vec![Ipv6Net::new(Ipv6Addr::LOCALHOST, 128).expect("/128 is a prefix length")]
+}
+
 /// Settings of a machine whose Switchyard listens on `addr` (its local
-/// address too) and whose service is at `socket`; the rest is default.
+/// address too) and whose service is at `socket`; the rest is default. With
+/// a registry, `allowed_networks` admits loopback ([`loopback_networks`]).
 pub fn machine_settings(addr: SocketAddr, socket: PathBuf, registry: Option<Registry>) -> Settings {
     let mut settings = Settings::default();
+    if registry.is_some() {
+        settings.live.allowed_networks = Some(loopback_networks());
+    }
     settings.start.listen = Some(vec![Listen(Address::Tcp(addr))]);
     settings.start.local_socket = socket;
     settings.live.local_address = Some(
@@ -116,6 +128,7 @@ impl LoopbackCluster {
                 None => machine_settings(addr, socket.clone(), Some(registry.clone())),
                 Some(etcd) => {
                     let mut settings = machine_settings(addr, socket.clone(), None);
+                    settings.live.allowed_networks = Some(loopback_networks());
                     settings.start.machine_id = Some(Identifier(machine.id.clone()));
                     settings.start.machine_name = Some(Identifier(machine.name.clone()));
                     settings.start.registry.etcd = Some(EtcdSettings {

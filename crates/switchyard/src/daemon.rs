@@ -249,6 +249,7 @@ impl Daemon {
                 if live.machines.is_some() {
                     tracing::warn!("[[machines]] ignored: the registry is in etcd until a restart");
                 }
+                etcd.set_allowed_networks(live.allowed_networks.clone());
                 if let Some(me) = etcd.registered()
                     && live.local_address != Some(me.addr)
                 {

@@ -320,6 +320,8 @@ async fn heartbeats(
         .arg("--local-socket")
         .arg(&socket)
         .args(["--machine-id", "m4", "--machine-name", "delta"])
+        // Loopback is no mesh address: the machines share `::1` only here.
+        .args(["--allowed-network", "::1/128"])
         .args(["--etcd-endpoint", &etcd.endpoint(), "--etcd-register"])
         .args(["--etcd-heartbeat-ttl-secs", &ttl])
         .stdin(std::process::Stdio::null())

@@ -81,6 +81,12 @@ impl EtcdRegistry {
         self.registry.full_reads()
     }
 
+    /// Applies new `allowed_networks` to the members (a reload): the
+    /// registry is read again with them.
+    pub fn set_allowed_networks(&self, networks: Option<Vec<ipnet::Ipv6Net>>) {
+        self.registry.set_allowed_networks(networks);
+    }
+
     /// This machine's registration, when it registers itself.
     pub fn registration(&self) -> Option<watch::Receiver<Registration>> {
         self.registry.registration()

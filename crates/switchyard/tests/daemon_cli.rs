@@ -266,8 +266,10 @@ async fn sighup_reloads_the_registry_without_dropping_a_stream() {
 
     let path = dir.join("sy.sock");
     let config = dir.join("switchyard.toml");
+    // allowed_networks: beta's registry entry is on loopback.
     let base = format!(
-        "listen = [\"unix:{}\"]\nlocal_socket = \"{}\"\nstreamed_methods = [\"{WATCH}\"]\n",
+        "listen = [\"unix:{}\"]\nlocal_socket = \"{}\"\nstreamed_methods = [\"{WATCH}\"]\n\
+         allowed_networks = [\"::1/128\"]\n",
         path.display(),
         local.display()
     );

@@ -68,6 +68,9 @@ impl Machine {
             "--etcd-prefix",
             PREFIX,
             "--etcd-register",
+            // The machines share `::1`, which is no mesh address.
+            "--allowed-network",
+            "::1/128",
             "--etcd-heartbeat-ttl-secs",
             &ttl,
             "--no-detect-streamed-methods",

@@ -537,3 +537,221 @@ async fn bad_entries_are_skipped_with_one_log_line_each() {
     wait_ids(&daemon, &["m3", "m5", "m7", "w8"]).await;
     bounded("shutdown", daemon.shutdown()).await.unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Entries written to harm the others (issue 28): anyone who can write under
+// the prefix must not take the place of live members nor make machines dial
+// what callers may not.
+
+/// Through every running machine, `machines: alpha, beta, gamma` is answered
+/// by each of them.
+async fn every_machine_reaches_every_other(cluster: &Cluster) {
+    // The watcher's snapshot reaches the director a moment later.
+    for node in &cluster.nodes {
+        let daemon = node.daemon.as_ref().unwrap();
+        eventually(
+            WAIT,
+            &format!("{} lists every machine", node.name),
+            || async {
+                let registry = daemon.director().registry()?;
+                NAMES
+                    .iter()
+                    .all(|name| registry.find(name, 0).is_some())
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    for (i, through) in NAMES.iter().enumerate() {
+        let reply = call_describe(&mut cluster.client(i), &[("machines", "alpha,beta,gamma")])
+            .await
+            .unwrap_or_else(|s| panic!("through {through}: {s:?}"));
+        assert!(
+            all_answer(&reply, &NAMES),
+            "through {through}: {:?}",
+            entries(&reply)
+        );
+    }
+}
+
+/// A free `[::1]` socket address as registry text.
+fn free_loopback() -> String {
+    format!("[::1]:{}", free_port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_sorting_first_do_not_displace_live_members() {
+    let Some((etcd, cluster)) = registered_cluster("etcd-displace", SAFE_TTL).await else {
+        return;
+    };
+    let mut kv = etcd.client().await.unwrap();
+    let beta_addr = cluster.nodes[1].addr.to_string();
+    // Each clashes with a live member and sorts before it, so "the first
+    // by ID wins" would have given it the member's place.
+    put_member(&mut kv, "0-alpha", "alpha", &free_loopback()).await; // alpha's name
+    put_member(&mut kv, "0-beta", "evil", &beta_addr).await; // beta's address
+    put_member(&mut kv, "0-gamma", "m3", &free_loopback()).await; // gamma's ID as a name
+    put_member(&mut kv, "0-m2", "m1", &free_loopback()).await; // alpha's ID as a name
+    // And one clashing with nobody: once it is in, the others were applied.
+    put_member(&mut kv, "0-zeta", "zeta", &free_loopback()).await;
+    for node in &cluster.nodes {
+        wait_ids(node.daemon.as_ref().unwrap(), &["0-zeta", "m1", "m2", "m3"]).await;
+    }
+    every_machine_reaches_every_other(&cluster).await;
+
+    // A forged heartbeat makes 0-alpha a live member that sorts first: it
+    // takes alpha's name on the others (equals: first by ID), never on
+    // alpha itself, whose own entry always wins.
+    put(&mut kv, "alive/0-alpha", "").await;
+    let alpha = cluster.daemon(A);
+    eventually(WAIT, "alpha sees the forged heartbeat", || async {
+        let snapshot = alpha.etcd_registry()?.snapshot().borrow().clone();
+        snapshot.is_alive("0-alpha").then_some(())
+    })
+    .await;
+    assert_eq!(ids(alpha), ["0-zeta", "m1", "m2", "m3"]);
+    let reply = call_describe(&mut cluster.client(A), &[("machines", "alpha")])
+        .await
+        .unwrap();
+    assert_eq!(reply.messages[0].name, "alpha", "alpha answers for itself");
+    cluster.shutdown().await;
+}
+
+/// Puts `count` valid members without a heartbeat whose IDs sort before
+/// every real one, in transactions (etcd's default limit is 128 operations).
+async fn put_junk(kv: &mut etcd_client::Client, count: u16) {
+    let mut ops = Vec::new();
+    for i in 1..=count {
+        let id = format!("0-junk-{i:05}");
+        let value = member_json(&id, &format!("junk-{i:05}"), &format!("[::1]:{i}"));
+        ops.push(etcd_client::TxnOp::put(
+            format!("{PREFIX}machines/{id}"),
+            value,
+            None,
+        ));
+        if ops.len() == 128 || i == count {
+            let txn = etcd_client::Txn::new().and_then(std::mem::take(&mut ops));
+            kv.txn(txn).await.expect("put junk");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_junk_entries_do_not_push_live_members_past_the_cap() {
+    let Some(etcd) = etcd_or_skip(&std::env::temp_dir()).await else {
+        return;
+    };
+    let mut kv = etcd.client().await.unwrap();
+    // As many as the cap (max_members, 10,000), all sorting first: a full
+    // read used to fill the registry with them and refuse every machine.
+    put_junk(&mut kv, 10_000).await;
+    // Each machine's first read sees the junk; the later ones join through
+    // the others' watches, into a registry that is already full.
+    let settings = etcd_settings(&etcd.endpoint(), SAFE_TTL);
+    let cluster = Cluster::start_etcd(socket_dir("etcd-cap"), &settings, |_, _| {}).await;
+    every_machine_reaches_every_other(&cluster).await;
+    for node in &cluster.nodes {
+        let registry = node.daemon.as_ref().unwrap().director().registry().unwrap();
+        assert_eq!(registry.machines().len(), 10_000, "the cap still holds");
+        for name in NAMES {
+            assert!(registry.find(name, 0).is_some(), "{name} listed");
+        }
+    }
+    // A member that loses its heartbeat keeps its place until room is
+    // needed, and a restarted machine still finds every live one.
+    let mut cluster = cluster;
+    cluster.stop_daemon(1).await;
+    let beta = &cluster.nodes[1];
+    let restarted = Daemon::start(&beta.settings).await.expect("beta restarts");
+    cluster.nodes[1].daemon = Some(restarted);
+    cluster.wait_liveness(&NAMES).await;
+    every_machine_reaches_every_other(&cluster).await;
+    cluster.shutdown().await;
+}
+
+// Current-thread runtime: the log capture sees every task.
+#[tokio::test]
+async fn entries_naming_loopback_or_ipv4_space_are_skipped_and_never_dialled() {
+    let dir = socket_dir("etcd-addr");
+    let Some(etcd) = etcd_or_skip(dir.path()).await else {
+        return;
+    };
+    let (logs, _guard) = capture_logs();
+    let mut kv = etcd.client().await.unwrap();
+    // The victims: services on IPv4 loopback and on [::1] that an entry
+    // points at; any dial shows.
+    let v4_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let v4 = Blackhole::bind(([127, 0, 0, 1], v4_port).into()).await;
+    let v6_addr = free_loopback();
+    let v6 = Blackhole::bind(v6_addr.parse().unwrap()).await;
+    let bad = [
+        ("mapped", format!("[::ffff:127.0.0.1]:{v4_port}")),
+        ("compat", format!("[::127.0.0.1]:{v4_port}")),
+        ("loop", v6_addr.clone()),
+        ("nat64", "64:ff9b::7f00:1".to_owned()),
+        ("localnat", "64:ff9b:1::7f00:1".to_owned()),
+        ("sixtofour", "2002:7f00:1::1".to_owned()),
+        ("linklocal", "fe80::1".to_owned()),
+    ];
+    for (id, addr) in &bad[..4] {
+        put_member(&mut kv, id, id, addr).await;
+    }
+    put_member(&mut kv, "mesh", "mesh", "fd00::1").await;
+    // A follower with the default rule: mesh addresses only.
+    let listener = loopback_listener().await;
+    let addr = listener.local_addr().unwrap();
+    let mut settings = node_settings(addr, dir.path().join("follower.sock"), None);
+    settings.start.registry.etcd = Some(switchyard::config::EtcdSettings {
+        liveness: false,
+        ..etcd_settings(&etcd.endpoint(), TTL)
+    });
+    let daemon = Daemon::with_listeners(&settings, vec![listener.into()]);
+    wait_ids(&daemon, &["mesh"]).await;
+    // The same through the watch.
+    for (id, addr) in &bad[4..] {
+        put_member(&mut kv, id, id, addr).await;
+    }
+    put_member(&mut kv, "mesh2", "mesh2", "fd00::2").await;
+    wait_ids(&daemon, &["mesh", "mesh2"]).await;
+
+    let mut client = tcp_client(addr);
+    for (id, _) in &bad {
+        let status = call_describe(&mut client, &[("machines", id)])
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::InvalidArgument, &["unknown"]);
+    }
+    assert_eq!(
+        (v4.accepted(), v6.accepted()),
+        (0, 0),
+        "a victim was dialled"
+    );
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    for (id, _) in &bad {
+        let needle = format!("{PREFIX}machines/{id}");
+        let lines = text
+            .lines()
+            .filter(|l| l.contains("skipping entry") && l.contains(&needle))
+            .count();
+        assert_eq!(lines, 1, "{id}: {lines} log lines in:\n{text}");
+        assert!(text.contains("may not be dialled"), "{text}");
+    }
+
+    // allowed_networks decide alone, and a reload applies them to the
+    // registry in etcd: loopback now comes in, IPv4 space stays out.
+    settings.live.allowed_networks = Some(vec![
+        "::1/128".parse().unwrap(),
+        "fd00::1/128".parse().unwrap(),
+    ]);
+    daemon.reload(&settings);
+    wait_ids(&daemon, &["loop", "mesh"]).await;
+    assert_eq!(
+        (v4.accepted(), v6.accepted()),
+        (0, 0),
+        "nothing called them"
+    );
+    bounded("shutdown", daemon.shutdown()).await.unwrap();
+}

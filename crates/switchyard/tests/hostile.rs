@@ -1,7 +1,7 @@
 //! Switchyard is no open relay and no easy target: callers cannot make it
 //! dial hosts or ports of their choosing, probe ports, grow its caches, fill
-//! its logs or its file table, and the demo never deletes what it did not
-//! create.
+//! its logs or its file table, registry entries cannot point it at loopback
+//! or IPv4 space, and the demo never deletes what it did not create.
 
 mod common;
 
@@ -46,6 +46,8 @@ async fn callers_cannot_choose_hosts_or_ports() {
         ("::1", "loopback"),
         ("::ffff:127.0.0.1", "IPv4-mapped"),
         ("fe80::1", "link-local"),
+        ("64:ff9b::7f00:1", "NAT64"),
+        ("2002:7f00:1::1", "6to4"),
         ("::", "not a machine address"),
     ] {
         let status = call_describe(&mut client, &[("machines", value)])
@@ -143,6 +145,56 @@ async fn idle_sockets_cannot_exhaust_a_daemon_with_few_files() {
 }
 
 #[tokio::test]
+async fn file_registry_entries_in_loopback_or_ipv4_space_are_skipped_and_never_dialled() {
+    let tmp = socket_dir("file-v4");
+    let socket = tmp.path().join("api.sock");
+    let _service = machine_info::Server::spawn_unix("alpha", &socket).unwrap();
+    // The victim: a service on IPv4 loopback that an entry points at.
+    let bait = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = bait.local_addr().unwrap().port();
+    let machine = |id: &str, addr: String| switchyard_director::Machine {
+        id: id.into(),
+        name: format!("{id}-name"),
+        addr: addr.parse().unwrap(),
+    };
+    let registry = switchyard_director::Registry::new(vec![
+        machine("mapped", format!("[::ffff:127.0.0.1]:{port}")),
+        machine("nat64", "64:ff9b::7f00:1".into()),
+        machine("sixtofour", "2002:7f00:1::1".into()),
+        machine("loop", format!("[::1]:{port}")),
+    ])
+    .unwrap();
+    let listener = loopback_listener().await;
+    let addr = listener.local_addr().unwrap();
+    let mut settings = node_settings(addr, socket, Some(registry));
+    settings.live.allowed_networks = None; // the default rule: mesh addresses only
+    let daemon = Daemon::with_listeners(&settings, vec![listener.into()]);
+    assert!(daemon.director().registry().unwrap().machines().is_empty());
+    let mut client = tcp_client(addr);
+    for id in ["mapped", "nat64", "sixtofour", "loop"] {
+        let status = call_describe(&mut client, &[("machines", id)])
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::InvalidArgument, &["unknown"]);
+    }
+    let accepted = tokio::time::timeout(Duration::from_millis(300), bait.accept()).await;
+    assert!(accepted.is_err(), "an entry in IPv4 space was dialled");
+    // allowed_networks admit loopback on reload; IPv4 space stays out.
+    settings.live.allowed_networks = Some(vec!["::1/128".parse().unwrap()]);
+    daemon.reload(&settings);
+    let ids: Vec<String> = daemon
+        .director()
+        .registry()
+        .unwrap()
+        .machines()
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
+    assert_eq!(ids, ["loop"]);
+    bounded("shutdown", daemon.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_dead_machine_is_neither_redialled_nor_logged_forever() {
     let tmp = socket_dir("dead");
     let dir = tmp.path();
@@ -154,7 +206,7 @@ async fn a_dead_machine_is_neither_redialled_nor_logged_forever() {
     std::fs::write(
         &config,
         format!(
-            "listen = [\"unix:{}\"]\nlocal_socket = \"{}\"\n\
+            "listen = [\"unix:{}\"]\nlocal_socket = \"{}\"\nallowed_networks = [\"::1/128\"]\n\
              [[machines]]\nid = \"m2\"\nname = \"beta\"\naddr = \"{dead}\"\n",
             unix.display(),
             local.display()

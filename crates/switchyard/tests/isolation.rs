@@ -62,6 +62,7 @@ async fn a_client_that_stops_reading_a_fan_out_costs_about_one_message_per_machi
              local_socket = \"{local}\"\n\
              local_address = \"[::1]:{alpha_port}\"\n\
              streamed_methods = [\"/switchyard.test.v1.MultiService/PingList\"]\n\
+             allowed_networks = [\"::1/128\"]\n\
              [[machines]]\nid = \"m1\"\nname = \"alpha\"\naddr = \"[::1]:{alpha_port}\"\n\
              [[machines]]\nid = \"m2\"\nname = \"beta\"\naddr = \"{beta_addr}\"\n",
             unix = unix.display(),

@@ -740,3 +740,45 @@ fn registry_and_liveness_change_together() {
     assert_eq!(d.cached_remotes(), ["[fd00::4]:51000".parse().unwrap()]);
     assert_eq!(names(&backends), ["fd00::4"]);
 }
+
+// ---- registry entries follow the address rule ----
+
+#[test]
+fn registry_entries_that_may_not_be_dialled_are_left_out_until_admitted() {
+    let hostile = Registry::new(vec![
+        machine("m-1", "alpha", "fd00::1"),
+        machine("m-2", "mapped", "::ffff:127.0.0.1"),
+        machine("m-3", "loop", "[::1]:51001"),
+        machine("m-4", "nat64", "64:ff9b::7f00:1"),
+        machine("m-5", "sixtofour", "2002:7f00:1::1"),
+    ])
+    .unwrap();
+    let d = with_options(DirectorOptions {
+        registry: Some(hostile.clone()),
+        local_address: addr("fd00::9"),
+        ..DirectorOptions::default()
+    });
+    let ids = |d: &MachineDirector| -> Vec<String> {
+        d.registry()
+            .unwrap()
+            .machines()
+            .iter()
+            .map(|m| m.id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&d), ["m-1"]);
+    assert_eq!(routed(&d, &[("machines", "*")]).1, ["fd00::1"]);
+    let message = rejected(&d, &[("machines", "loop")]);
+    assert!(message.contains("unknown"), "{message}");
+    // allowed_networks decide alone: they admit loopback and drop the rest.
+    d.set_allowed_networks(Some(vec!["::1/128".parse().unwrap()]));
+    assert_eq!(ids(&d), ["m-3"]);
+    assert_eq!(routed(&d, &[("machines", "loop")]).1, ["[::1]:51001"]);
+    d.set_allowed_networks(None);
+    assert_eq!(ids(&d), ["m-1"]);
+    // A registry set later passes the same rule.
+    d.set_registry_and_liveness(Some(hostile), None);
+    assert_eq!(ids(&d), ["m-1"]);
+    d.set_registry(None);
+    assert!(d.registry().is_none());
+}

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use ipnet::Ipv6Net;
+
 use crate::live::error::Error;
 use crate::registry::Machine;
 
@@ -41,8 +43,14 @@ pub struct EtcdConfig {
     pub backoff_max: Duration,
     /// Largest member value accepted, in bytes.
     pub max_value_bytes: usize,
-    /// Most members (and most liveness keys) kept.
+    /// Most members (and most liveness keys) kept. Members with a heartbeat
+    /// and this machine's own entry are kept first; the others fill only the
+    /// room left.
     pub max_members: usize,
+    /// The networks member addresses must be in; `None` admits every mesh
+    /// address ([`check_dialable`](crate::addr::check_dialable)). A member
+    /// outside is skipped like any bad entry.
+    pub allowed_networks: Option<Vec<Ipv6Net>>,
 }
 
 impl Default for EtcdConfig {
@@ -58,6 +66,7 @@ impl Default for EtcdConfig {
             backoff_max: Duration::from_secs(5),
             max_value_bytes: 64 * 1024,
             max_members: 10_000,
+            allowed_networks: None,
         }
     }
 }

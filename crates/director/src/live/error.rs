@@ -100,6 +100,25 @@ pub enum EntryError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The address is one Switchyard may not dial (loopback, IPv4 space, …,
+    /// or outside `allowed_networks`).
+    #[error("addr {addr} may not be dialled: {reason}")]
+    NotDialable {
+        /// The address, as parsed.
+        addr: String,
+        /// Why not.
+        reason: crate::addr::NotDialable,
+    },
+    /// A member ranked before it uses the same ID, name or address.
+    #[error("{what} {value:?} is already used by member {owner:?}")]
+    Conflict {
+        /// `id`, `name` or `addr`.
+        what: &'static str,
+        /// The shared value.
+        value: String,
+        /// The member that keeps it.
+        owner: String,
+    },
 }
 
 /// Runs `fut` with a deadline, mapping both failure kinds to [`Error`].

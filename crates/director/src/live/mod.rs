@@ -23,7 +23,13 @@
 //! both as the [`EtcdConfig`] says. Both tasks retry with bounded, jittered
 //! backoff, bound every etcd request with a timeout, and stop when their
 //! handle is dropped or shut down. A bad entry (invalid JSON, a non-address,
-//! a duplicate name) costs only that entry, logged once with its key.
+//! an address that may not be dialled, a duplicate name) costs only that
+//! entry, logged once with its key.
+//!
+//! Anyone who can write under the prefix can add entries; the rules that keep
+//! such entries from pushing real machines out (conflicts and the cap favour
+//! this machine and members with a heartbeat; addresses follow
+//! `allowed_networks` like caller-written ones) are in `state`.
 
 mod config;
 mod conn;
@@ -35,6 +41,7 @@ mod watcher;
 
 use std::sync::Arc;
 
+use ipnet::Ipv6Net;
 use tokio::sync::watch;
 
 pub use config::{
@@ -82,6 +89,12 @@ impl LiveRegistry {
     /// history reset); see [`RegistryWatcher::full_reads`].
     pub fn full_reads(&self) -> u64 {
         self.watcher.full_reads()
+    }
+
+    /// Replaces the networks member addresses must be in; see
+    /// [`RegistryWatcher::set_allowed_networks`].
+    pub fn set_allowed_networks(&self, networks: Option<Vec<Ipv6Net>>) {
+        self.watcher.set_allowed_networks(networks);
     }
 
     /// This machine's registration, when it registers.

@@ -1,8 +1,9 @@
 //! Registers this machine and keeps its liveness key alive.
 //!
-//! The member entry is a plain key; the liveness key is bound to a lease
-//! renewed every third of its TTL, so it disappears by itself within the TTL
-//! when this process dies or loses etcd for that long. A lease found gone on
+//! The member entry is a plain key, written after the liveness key (a full
+//! registry makes room only for members with a heartbeat); the liveness key
+//! is bound to a lease renewed every third of its TTL, so it disappears by
+//! itself within the TTL when this process dies or loses etcd for that long. A lease found gone on
 //! reconnection (or reported gone by a keep-alive) is replaced and both keys
 //! are written again. A graceful [`Registrar::shutdown`] revokes the lease so
 //! other machines see this one gone at once.
@@ -170,16 +171,8 @@ impl RegisterTask {
         let mut leases = client.lease_client();
         let lease = self.usable_lease(&mut leases).await?;
         let mut kv = client.kv_client();
-        bounded(
-            "put member",
-            timeout,
-            kv.put(
-                self.keys.member(&self.member.id),
-                self.member_json.clone(),
-                None,
-            ),
-        )
-        .await?;
+        // The heartbeat first: a watcher whose registry is full keeps a new
+        // member only if it already has one.
         bounded(
             "put alive",
             timeout,
@@ -187,6 +180,16 @@ impl RegisterTask {
                 self.keys.alive(&self.member.id),
                 unix_seconds(),
                 Some(PutOptions::new().with_lease(lease)),
+            ),
+        )
+        .await?;
+        bounded(
+            "put member",
+            timeout,
+            kv.put(
+                self.keys.member(&self.member.id),
+                self.member_json.clone(),
+                None,
             ),
         )
         .await?;

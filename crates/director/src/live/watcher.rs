@@ -7,9 +7,17 @@
 //! its history went backwards, e.g. restored from a backup) the registry is
 //! read again in full instead. While etcd is unreachable the last snapshot
 //! stays in force and [`Health`] says it is stale.
+//!
+//! A full read takes the heartbeats before the members, so that the cap
+//! knows which members to keep first, and once the registry is full it
+//! jumps from one member still wanted to the next instead of paging through
+//! every entry (junk entries ahead of a live member cannot hide it).
+//! New `allowed_networks` are applied by reading the registry again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use ipnet::Ipv6Net;
 
 use etcd_client::{
     Client, Event, EventType, GetOptions, WatchOptions, WatchRequestSender, WatchResponse,
@@ -41,6 +49,7 @@ pub struct RegistryWatcher {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     health: watch::Receiver<Health>,
     full_reads: Arc<AtomicU64>,
+    networks: watch::Sender<Option<Vec<Ipv6Net>>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -53,6 +62,7 @@ impl RegistryWatcher {
         let (health_tx, health) = watch::channel(Health::Starting);
         let (stop, stop_rx) = oneshot::channel();
         let full_reads = Arc::new(AtomicU64::new(0));
+        let (networks, networks_rx) = watch::channel(cfg.allowed_networks.clone());
         let task = WatchTask {
             state: RegistryState::new(cfg),
             cfg: cfg.clone(),
@@ -66,9 +76,21 @@ impl RegistryWatcher {
             snapshot,
             health,
             full_reads,
+            networks,
             stop: Some(stop),
-            task: tokio::spawn(task.run(stop_rx)),
+            task: tokio::spawn(task.run(stop_rx, networks_rx)),
         })
+    }
+
+    /// Replaces the networks member addresses must be in (a reload): the
+    /// registry is read again with them, so members they now admit come in
+    /// and those they refuse go.
+    pub fn set_allowed_networks(&self, networks: Option<Vec<Ipv6Net>>) {
+        self.networks.send_if_modified(|current| {
+            let changed = *current != networks;
+            *current = networks;
+            changed
+        });
     }
 
     /// The registry; a new value is published for every change of content.
@@ -149,16 +171,38 @@ struct WatchTask {
     synced: bool,
 }
 
+/// What ended one attempt of the watch task.
+enum Step {
+    Stop,
+    Ended(Result<WatchEnd, Error>),
+    NewNetworks,
+}
+
 impl WatchTask {
-    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        mut stop: oneshot::Receiver<()>,
+        mut networks: watch::Receiver<Option<Vec<Ipv6Net>>>,
+    ) {
         let mut backoff = Backoff::new(&self.cfg);
         let mut reach = Reachability::new("watcher");
         let mut resyncs = 0u32;
         loop {
             let attempt = self.attempt(&mut backoff, &mut reach, &mut resyncs);
-            let result = tokio::select! {
-                _ = &mut stop => return,
-                result = attempt => result,
+            let step = tokio::select! {
+                _ = &mut stop => Step::Stop,
+                result = attempt => Step::Ended(result),
+                Ok(()) = networks.changed() => Step::NewNetworks,
+            };
+            let result = match step {
+                Step::Stop => return,
+                Step::Ended(result) => result,
+                Step::NewNetworks => {
+                    self.cfg.allowed_networks = networks.borrow_and_update().clone();
+                    info!("registry: allowed_networks changed; reading again");
+                    self.synced = false;
+                    continue;
+                }
             };
             match result {
                 Ok(WatchEnd::Resync) => {
@@ -209,15 +253,17 @@ impl WatchTask {
         self.follow(&mut watch, resyncs).await
     }
 
-    /// Reads the whole registry at one revision, in pages.
+    /// Reads the whole registry at one revision, in pages: heartbeats first,
+    /// so that the cap knows which members to keep.
     async fn full_read(&mut self, client: &Client) -> Result<(), Error> {
         let keys = self.cfg.keys();
         let mut state = RegistryState::new(&self.cfg);
+        state.inherit_logs(&mut self.state);
         let mut revision = 0;
-        self.read_range(client, &keys.machines, false, &mut revision, &mut state)
-            .await?;
         // Liveness values are irrelevant: fetch keys only.
         self.read_range(client, &keys.alive, true, &mut revision, &mut state)
+            .await?;
+        self.read_range(client, &keys.machines, false, &mut revision, &mut state)
             .await?;
         state.set_revision(revision);
         self.state = state;
@@ -228,9 +274,11 @@ impl WatchTask {
         Ok(())
     }
 
-    /// Feeds every key under `prefix` into `state`. The first request fixes
+    /// Feeds the keys under `prefix` into `state`. The first request fixes
     /// `revision` (when 0) and later pages read at it, so the pages form one
-    /// consistent view.
+    /// consistent view. Liveness keys stop at the cap; members, once the
+    /// registry is full (or the page budget is spent), go on only from one
+    /// member still wanted to the next.
     async fn read_range(
         &self,
         client: &Client,
@@ -245,10 +293,18 @@ impl WatchTask {
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let end = prefix_end(prefix.as_bytes());
         let mut from = prefix.as_bytes().to_vec();
-        // Bad entries take room in pages too; stop after a generous multiple
-        // of the cap rather than reading an unbounded prefix.
+        // Bad entries take room in pages too; read every key for at most a
+        // generous multiple of the cap rather than an unbounded prefix. Each
+        // jump after that passes at least one wanted member (one alive, or
+        // this machine's own).
         let max_pages = (self.cfg.max_members as i64 / PAGE_SIZE + 1) * 4;
-        for _ in 0..max_pages {
+        let max_jumps = if keys_only {
+            0
+        } else {
+            state.wanted_count() as i64
+        };
+        let mut warned = false;
+        for page in 0..max_pages + max_jumps {
             let mut options = GetOptions::new()
                 .with_range(end.clone())
                 .with_limit(PAGE_SIZE);
@@ -268,12 +324,32 @@ impl WatchTask {
             for kv in resp.kvs() {
                 state.put(kv.key(), if keys_only { &[] } else { kv.value() });
             }
-            match resp.kvs().last() {
-                Some(last) if resp.more() && !state.overflowed() => {
-                    from = last.key().to_vec();
-                    from.push(0); // the next key after `last`
-                }
-                _ => return Ok(()),
+            let Some(last) = resp.kvs().last().filter(|_| resp.more()) else {
+                return Ok(());
+            };
+            if keys_only && state.overflowed() {
+                return Ok(());
+            }
+            let exhausted = page + 1 >= max_pages;
+            if exhausted && !warned {
+                warned = true;
+                warn!(
+                    prefix,
+                    "registry: too many keys under the prefix; reading only members with a heartbeat from here"
+                );
+            }
+            if keys_only || !(state.full() || exhausted) {
+                from = last.key().to_vec();
+                from.push(0); // the next key after `last`
+                continue;
+            }
+            if state.full() {
+                // The entries jumped over would have been refused.
+                state.skipped_for_cap();
+            }
+            match state.next_wanted_after(last.key()) {
+                Some(id) => from = self.cfg.keys().member(&id).into_bytes(),
+                None => return Ok(()),
             }
         }
         warn!(

@@ -77,7 +77,9 @@ fn registry_values_are_ids_names_sockets_and_star() {
 
 #[test]
 fn registered_machines_may_use_any_address() {
-    // The registry is the operator's: loopback and ports are fine there.
+    // Ports are fine in a registry, and loopback once allowed_networks
+    // admitted it: the director applies that rule to a registry before the
+    // resolver sees it.
     let machine = |id: &str, addr: &str| Machine {
         id: id.into(),
         name: format!("n{id}"),
@@ -124,6 +126,10 @@ fn without_registry_values_are_mesh_addresses_without_port() {
         ("fe80::1", "link-local"),
         ("::ffff:127.0.0.1", "IPv4-mapped"),
         ("::127.0.0.1", "IPv4-compatible"),
+        ("64:ff9b::7f00:1", "NAT64"),
+        ("64:ff9b:1::7f00:1", "local-use NAT64"),
+        ("2002:7f00:1::1", "6to4"),
+        ("2001:0:4136:e378::1", "Teredo"),
     ] {
         let message = refused(&r, &[value]);
         assert!(message.contains(kind), "{value}: {message}");

@@ -115,10 +115,11 @@ pub struct Options {
     /// Threads that run calls.
     #[arg(long, value_name = "N")]
     pub worker_threads: Option<Count<MAX_WORKER_THREADS>>,
-    /// A network (CIDR) that machines named by address may be in;
-    /// repeatable. When set, only addresses inside these are dialled;
-    /// otherwise any mesh address (not loopback, link-local or IPv4). Not
-    /// used with a registry, which names every reachable machine.
+    /// A network (CIDR) that machines may be dialled in; repeatable. When
+    /// set, only addresses inside these are dialled, whether a caller names
+    /// them or the registry lists them (other entries are skipped);
+    /// otherwise any mesh address (not loopback, link-local, multicast, or
+    /// one that embeds IPv4: mapped, compatible, NAT64, 6to4, Teredo).
     #[arg(long = "allowed-network", value_name = "CIDR")]
     pub allowed_networks: Option<Vec<Ipv6Net>>,
     /// Most machines one call may name.
@@ -393,7 +394,8 @@ pub struct LiveSettings {
     pub local_address: Option<MachineAddr>,
     /// The machine registry, if any.
     pub machines: Option<Registry>,
-    /// Without a registry: the networks machines may be dialled in.
+    /// The networks machines may be dialled in: caller-written addresses and
+    /// registry entries alike.
     pub allowed_networks: Option<Vec<Ipv6Net>>,
     /// Roles of callers on the Unix socket.
     #[default(default_unix_roles())]
@@ -512,6 +514,17 @@ impl Settings {
                     missing.join(", ")
                 );
             }
+            if let Some(addr) = self.live.local_address
+                && let Err(why) = switchyard_director::check_dialable(
+                    addr.ip,
+                    self.live.allowed_networks.as_deref(),
+                )
+            {
+                bail!(
+                    "registry.etcd.register: local_address {addr} would be registered, but \
+                     registry entries there are skipped: {why}"
+                );
+            }
         }
         Ok(())
     }
@@ -537,6 +550,7 @@ impl Settings {
             prefix: etcd.prefix.0.clone(),
             register,
             heartbeat_ttl: etcd.heartbeat_ttl_secs.into(),
+            allowed_networks: self.live.allowed_networks.clone(),
             ..EtcdConfig::default()
         })
     }

@@ -406,6 +406,29 @@ fn etcd_registry_errors_name_the_setting() {
         err.starts_with("registry.etcd.register") && err.contains("machine_id, machine_name"),
         "{err}"
     );
+    // This machine's own entry must pass the address rule it applies to
+    // every entry: loopback only with allowed_networks admitting it.
+    let on_loopback = "local_socket = \"/x\"\nlocal_address = \"[::1]:51001\"\n\
+        machine_id = \"m1\"\nmachine_name = \"alpha\"\n";
+    let err = error(
+        &Options::default(),
+        &format!("{on_loopback}{etcd}register = true\n"),
+    );
+    assert!(
+        err.starts_with("registry.etcd.register") && err.contains("loopback"),
+        "{err}"
+    );
+    let s = Settings::merge(
+        &Options::default(),
+        &file(&format!(
+            "allowed_networks = [\"::1/128\"]\n{on_loopback}{etcd}register = true\n"
+        )),
+    )
+    .unwrap();
+    assert_eq!(
+        s.etcd().unwrap().allowed_networks,
+        Some(vec!["::1/128".parse().unwrap()])
+    );
     for (text, needle) in [
         (
             "[registry.etcd]\nendpoints = [\"[::1]:2379\"]\n",
