@@ -11,6 +11,12 @@
 //! | `machine: A` | one-to-one → A, no metadata injected |
 //! | an empty value, a non-UTF-8 value, a value naming no machine, several `machine` values, both keys | `INVALID_ARGUMENT` naming the culprit |
 //!
+//! `switchyard-machine-timeout` (the `grpc-timeout` syntax) bounds each
+//! machine's whole answer in a fan-out; without it, fan-outs of methods with
+//! one reply get [`DirectorOptions::machine_timeout`], so a machine whose
+//! server never answers cannot hold a caller that set no deadline. It is
+//! never forwarded.
+//!
 //! Which machines the values name, and which may be dialled, is the
 //! `resolve` module's business; this one turns them into backends. Remote
 //! backends are cached per socket address so that every call to a machine
@@ -39,6 +45,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV6;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName};
@@ -65,6 +72,13 @@ pub const DEFAULT_REMOTE_PORT: u16 = 51000;
 pub const MACHINES: HeaderName = HeaderName::from_static("machines");
 /// Metadata key for an explicit single target.
 pub const MACHINE: HeaderName = HeaderName::from_static("machine");
+/// Metadata key bounding each machine's answer in a fan-out.
+pub const MACHINE_TIMEOUT: HeaderName = HeaderName::from_static("switchyard-machine-timeout");
+
+/// Default of [`DirectorOptions::machine_timeout`]: long enough for a slow
+/// but working machine (a disk scan, a package query), short enough that an
+/// interactive caller without a deadline is not held by a hung one.
+pub const DEFAULT_MACHINE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Optional settings of a [`MachineDirector`].
 #[derive(Debug, Clone)]
@@ -100,6 +114,11 @@ pub struct DirectorOptions {
     pub max_cached_machines: usize,
     /// Who may call what.
     pub policy: Policy,
+    /// How long each machine may take in a fan-out of a method with one
+    /// reply (unary, client-streaming) when the caller sets no
+    /// `switchyard-machine-timeout`; `None`: no bound but the caller's
+    /// deadline. Streamed replies get none (a watch may be idle by design).
+    pub machine_timeout: Option<Duration>,
 }
 
 /// Default of [`DirectorOptions::max_targets`].
@@ -119,6 +138,7 @@ impl Default for DirectorOptions {
             max_targets: DEFAULT_MAX_TARGETS,
             max_cached_machines: 4096,
             policy: Policy::default(),
+            machine_timeout: Some(DEFAULT_MACHINE_TIMEOUT),
         }
     }
 }
@@ -144,6 +164,7 @@ pub struct MachineDirector {
     remote_channel: ChannelConfig,
     always_fan_out: bool,
     streamed: StreamedMethods,
+    machine_timeout: Option<Duration>,
     /// The local server's methods, when `discover_methods`.
     catalog: Option<Arc<MethodCatalog>>,
     local_socket: PathBuf,
@@ -251,6 +272,7 @@ impl MachineDirector {
             remote_channel: options.remote_channel,
             always_fan_out: options.always_fan_out,
             streamed: options.streamed,
+            machine_timeout: options.machine_timeout,
             catalog: options
                 .discover_methods
                 .then(|| Arc::new(MethodCatalog::default())),
@@ -525,7 +547,7 @@ impl MachineDirector {
                 Destination::Remote(socket, info) => self.remote(&mut remotes, socket, info),
             })
             .collect();
-        Ok(Route { mode, backends })
+        Ok(Route::new(mode, backends))
     }
 
     /// Refuses a fan-out whose replies cannot carry the machines' tags, as
@@ -569,10 +591,7 @@ impl MachineDirector {
     }
 
     fn local_route(&self) -> Route {
-        Route {
-            mode: Mode::OneToOne,
-            backends: vec![self.local.clone()],
-        }
+        Route::new(Mode::OneToOne, vec![self.local.clone()])
     }
 
     fn resolver<'s>(&self, state: &'s State) -> Resolver<'s> {
@@ -691,9 +710,28 @@ impl Director for MachineDirector {
                     catalog.settled(FIRST_DISCOVERY_WAIT).await;
                 }
             }
-            self.route_metadata(request.uri.path(), &request.headers)
+            let machine_timeout = take_machine_timeout(&mut request.headers)?;
+            let mut route = self.route_metadata(request.uri.path(), &request.headers)?;
+            if let Mode::OneToMany(shape) = route.mode {
+                route.leg_timeout = machine_timeout.or(match shape {
+                    ReplyShape::Unary => self.machine_timeout,
+                    ReplyShape::Streamed => None,
+                });
+            }
+            Ok(route)
         })
     }
+}
+
+/// Removes `switchyard-machine-timeout` from `headers` (it is for this
+/// hop only), parsed.
+fn take_machine_timeout(headers: &mut HeaderMap) -> Result<Option<Duration>, Status> {
+    let Some(value) = headers.remove(MACHINE_TIMEOUT) else {
+        return Ok(None);
+    };
+    switchyard_engine::codec::timeout::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("{MACHINE_TIMEOUT:?} metadata: {e}")))
 }
 
 #[cfg(test)]

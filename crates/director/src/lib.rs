@@ -57,7 +57,10 @@ pub use addr::{AddrError, MachineAddr, NotDialable, check_dialable};
 pub use authz::{AuthzRule, Caller, MethodPattern, Policy};
 pub use catalog::{MethodCatalog, MethodFacts};
 pub use cluster_api::{CLUSTER_PATH_PREFIX, ClusterApi};
-pub use director::{DEFAULT_REMOTE_PORT, DirectorOptions, MachineDirector, MachineStatus};
+pub use director::{
+    DEFAULT_MACHINE_TIMEOUT, DEFAULT_REMOTE_PORT, DirectorOptions, MACHINE_TIMEOUT,
+    MachineDirector, MachineStatus,
+};
 pub use down::DownBackend;
 pub use identity::{Identity, MACHINE_ROLE};
 pub use local::LocalBackend;

@@ -1,6 +1,7 @@
 //! Routing: which backends serve a call, and how.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tonic::Status;
@@ -27,6 +28,21 @@ pub struct Route {
     /// Where: exactly one backend for [`Mode::OneToOne`], any number for
     /// [`Mode::OneToMany`] (replies keep this order).
     pub backends: Vec<Arc<dyn Backend>>,
+    /// One-to-many: how long each backend may take for its whole answer;
+    /// a backend still answering then is stopped and becomes a
+    /// `DEADLINE_EXCEEDED` error entry, the others go on.
+    pub leg_timeout: Option<Duration>,
+}
+
+impl Route {
+    /// `backends` in `mode`, without a per-backend timeout.
+    pub fn new(mode: Mode, backends: Vec<Arc<dyn Backend>>) -> Self {
+        Self {
+            mode,
+            backends,
+            leg_timeout: None,
+        }
+    }
 }
 
 /// Decides where each call goes.
@@ -62,7 +78,7 @@ impl StaticDirector {
     /// Every call goes to `backends` in `mode`.
     pub fn new(mode: Mode, backends: Vec<Arc<dyn Backend>>) -> Self {
         Self {
-            route: Route { mode, backends },
+            route: Route::new(mode, backends),
         }
     }
 

@@ -113,7 +113,11 @@ impl TransparentProxy {
             None => route.await,
         };
         let method = parts.uri.path();
-        let Route { mode, backends } = match route {
+        let Route {
+            mode,
+            backends,
+            leg_timeout,
+        } = match route {
             Ok(route) => route,
             Err(status) => {
                 tracing::debug!(method, code = ?status.code(), status_message = status.message(), "director refused the call");
@@ -150,6 +154,7 @@ impl TransparentProxy {
                     bytes_in,
                     legs,
                     memory,
+                    leg_timeout,
                 };
                 match fan_out::forward(config, backends, call).await {
                     Answer::Merged {

@@ -83,11 +83,9 @@ async fn victim_answers(addr: std::net::SocketAddr) {
     assert_eq!(reply.get_ref().value, "victim");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_that_stop_reading_stall_only_their_own_calls_over_one_and_two_hops() {
-    let (addr, _server) = TestServer::spawn_tcp("backend").await;
-    // B forwards to the backend; A forwards to B: two hops, one shared
-    // upstream connection per hop.
+/// B forwards to the backend at `addr`; A forwards to B: two hops, one
+/// shared upstream connection per hop.
+async fn two_hops(addr: std::net::SocketAddr) -> (Proxy, Proxy) {
     let b = spawn_proxy(
         StaticDirector::one(TestBackend::tcp("backend", addr)),
         ProxyConfig::default(),
@@ -101,6 +99,13 @@ async fn clients_that_stop_reading_stall_only_their_own_calls_over_one_and_two_h
         ProxyConfig::default(),
     )
     .await;
+    (b, a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_stall_only_their_own_calls_over_one_and_two_hops() {
+    let (addr, _server) = TestServer::spawn_tcp("backend").await;
+    let (b, a) = two_hops(addr).await;
     for (hops, entry) in [(1, b.addr), (2, a.addr)] {
         let _unread = open_unread_streams(entry, 6).await;
         // Let the replies fill every window they can.
@@ -116,7 +121,7 @@ async fn clients_that_stop_reading_stall_only_their_own_calls_over_one_and_two_h
 /// new callers get in, on TCP and on the Unix socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn established_idle_connections_cannot_lock_callers_out_of_tcp_or_unix() {
-    use switchyard_engine::server::{ConnectionLimit, ConnectionLimits, serve};
+    use switchyard_engine::server::{ConnectionLimit, ConnectionLimits};
     use switchyard_testkit::client::unix_channel;
 
     let (addr, _server) = TestServer::spawn_tcp("backend").await;
@@ -135,13 +140,11 @@ async fn established_idle_connections_cannot_lock_callers_out_of_tcp_or_unix() {
         server.clone(),
     )
     .await;
-    let dir = switchyard_testkit::wait::socket_dir("idle-unix");
-    let socket = dir.path().join("proxy.sock");
-    let unix = tokio::net::UnixListener::bind(&socket).unwrap();
-    let unix_proxy = switchyard_engine::TransparentProxy::new(StaticDirector::one(
-        TestBackend::tcp("backend", addr),
-    ));
-    tokio::spawn(async move { serve(unix, unix_proxy, &server, std::future::pending()).await });
+    let (_dir, socket) = spawn_unix_proxy(
+        StaticDirector::one(TestBackend::tcp("backend", addr)),
+        ProxyConfig::default(),
+        server,
+    );
 
     // Every TCP slot: established by a call each, then idle.
     let mut idle = Vec::new();
@@ -187,19 +190,7 @@ async fn established_idle_connections_cannot_lock_callers_out_of_tcp_or_unix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_too_large_for_the_backend_fails_alone() {
     let (addr, _server) = TestServer::spawn_tcp("backend").await;
-    let b = spawn_proxy(
-        StaticDirector::one(TestBackend::tcp("backend", addr)),
-        ProxyConfig::default(),
-    )
-    .await;
-    let a = spawn_proxy(
-        StaticDirector::one(ChannelBackend::new(Channel::new(
-            Address::Tcp(b.addr),
-            ChannelConfig::default(),
-        ))),
-        ProxyConfig::default(),
-    )
-    .await;
+    let (b, a) = two_hops(addr).await;
     for entry in [b.addr, a.addr] {
         let channel = tcp_channel(entry);
         let victims: Vec<_> = (0..5)
@@ -286,118 +277,6 @@ async fn callers_that_cancel_fast_cannot_break_the_shared_upstream_connection() 
         failed.len(),
         failed.first()
     );
-}
-
-/// The process's resident memory, in bytes.
-fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
-/// A caller that opens streamed fan-outs and reads none of them holds, per
-/// call, an upstream stream window per machine: past its share of the
-/// memory budget its next call is refused, so memory stays within the
-/// budget, while another caller (on the Unix socket) still fans out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callers_that_read_nothing_hold_only_their_share_of_memory() {
-    use switchyard_engine::budget::MemoryBudget;
-    use switchyard_engine::server::serve;
-    use switchyard_testkit::client::unix_channel;
-
-    let mut servers = Vec::new();
-    let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
-    for name in ["a", "b", "c", "d"] {
-        let (addr, server) = TestServer::spawn_tcp(name).await;
-        servers.push(server);
-        backends.push(Arc::new(TestBackend::tcp(name, addr)));
-    }
-    const MIB: usize = 1 << 20;
-    let config = ProxyConfig {
-        memory: Some(MemoryBudget::new(48 * MIB, 16 * MIB)),
-        ..ProxyConfig::default()
-    };
-    let proxy = spawn_proxy(ByName(backends.clone()), config.clone()).await;
-    let dir = switchyard_testkit::wait::socket_dir("budget-unix");
-    let socket = dir.path().join("proxy.sock");
-    let unix = tokio::net::UnixListener::bind(&socket).unwrap();
-    let unix_proxy = switchyard_engine::TransparentProxy::with_config(ByName(backends), config);
-    tokio::spawn(async move {
-        serve(
-            unix,
-            unix_proxy,
-            &ServerConfig::default(),
-            std::future::pending(),
-        )
-        .await
-    });
-
-    let flood = || PingRequest {
-        value: "flood".into(),
-        count: 10_000,
-        payload: vec![7; 64 * 1024],
-        ..Default::default()
-    };
-    let before = rss();
-    let channel = tcp_channel(proxy.addr);
-    let mut unread = Vec::new();
-    let mut refused = Vec::new();
-    for _ in 0..40 {
-        match multi_client(channel.clone()).ping_list(flood()).await {
-            Ok(stream) => unread.push(stream),
-            Err(status) => refused.push(status),
-        }
-    }
-    // Let every open call's replies fill what they may.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let grown = rss().saturating_sub(before);
-    // Four machines, 1 MiB each: four calls fit the caller's 16 MiB share.
-    assert_eq!(unread.len(), 4, "{refused:?}");
-    assert!(
-        refused.iter().all(|s| s.code() == Code::ResourceExhausted),
-        "{refused:?}"
-    );
-    assert!(refused[0].message().contains("share"), "{:?}", refused[0]);
-    assert!(grown < 40 * MIB, "memory grew by {} MiB", grown / MIB);
-
-    let mut local = multi_client(unix_channel(&socket));
-    let mut stream = bounded(
-        "the Unix caller's fan-out",
-        local.ping_list(PingRequest {
-            value: "local".into(),
-            count: 2,
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner();
-    let mut replies = 0;
-    while let Some(reply) = bounded("a reply", stream.message()).await.unwrap() {
-        assert_eq!(reply.value, "local");
-        replies += 1;
-    }
-    assert_eq!(replies, 8);
-    // Reading or ending its calls gives the caller its share back.
-    drop(unread);
-    let reopened = bounded_for(
-        Duration::from_secs(5),
-        "a call after the others ended",
-        async {
-            loop {
-                if let Ok(stream) = multi_client(channel.clone()).ping_list(flood()).await {
-                    return stream;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        },
-    )
-    .await;
-    drop(reopened);
 }
 
 #[tokio::test]

@@ -523,3 +523,79 @@ async fn five_concurrent_fan_outs_under_stress() {
         assert!(entries.iter().all(|e| e.value == i.to_string()));
     }
 }
+
+/// A machine whose server takes the call and never answers is bounded by
+/// the route's per-backend timeout, in both shapes: the others' answers
+/// arrive, the hung one becomes a `DEADLINE_EXCEEDED` entry naming it, and
+/// the call (without any deadline of its own) ends in about that time.
+#[tokio::test]
+async fn a_hung_backend_is_cut_at_the_leg_timeout_and_the_others_answer() {
+    let (addr, _server) = TestServer::spawn_tcp("fast").await;
+    let hung = hung_backend().await;
+    let backends: Vec<Arc<dyn Backend>> = vec![
+        Arc::new(TestBackend::tcp("fast", addr)),
+        Arc::new(TestBackend::tcp("hung", hung)),
+    ];
+    let timeout = Duration::from_millis(300);
+    let proxy = spawn_proxy(
+        LegTimeout(ByName(backends), timeout),
+        ProxyConfig::default(),
+    )
+    .await;
+    let mut client = multi_client(tcp_channel(proxy.addr));
+    let hung_entry = |metadata: Option<&switchyard_testkit::pb::Metadata>| {
+        let status = metadata
+            .and_then(|m| m.status.as_ref())
+            .expect("an error entry");
+        assert_eq!(status.code, Code::DeadlineExceeded as i32, "{status:?}");
+        assert!(
+            status.message.contains("hung") && status.message.contains("300ms"),
+            "{status:?}"
+        );
+    };
+
+    let started = Instant::now();
+    let reply = bounded(
+        "a unary fan-out",
+        client.ping(PingRequest {
+            value: "u".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let took = started.elapsed();
+    assert!(took >= timeout && took < timeout * 4, "{took:?}");
+    assert_eq!(reply.messages.len(), 2);
+    assert_eq!(reply.messages[0].value, "u");
+    hung_entry(reply.messages[1].metadata.as_ref());
+
+    let started = Instant::now();
+    let mut stream = bounded(
+        "a streamed fan-out",
+        client.ping_list(PingRequest {
+            value: "s".into(),
+            count: 3,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let mut values = Vec::new();
+    let mut late = Vec::new();
+    while let Some(reply) = bounded("a streamed reply", stream.message()).await.unwrap() {
+        if reply.value == "s" {
+            // The fast machine's replies come first, before the cut.
+            assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+            values.push(reply.counter);
+        } else {
+            late.push(reply);
+        }
+    }
+    assert_eq!(values, [0, 1, 2]);
+    assert_eq!(late.len(), 1);
+    hung_entry(late[0].metadata.as_ref());
+    assert!(started.elapsed() < timeout * 4);
+}

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use switchyard_director::{DirectorOptions, MachineDirector, Policy, Registry, StreamedMethods};
@@ -133,6 +134,8 @@ impl Daemon {
             discover_methods: start.detect_streamed_methods,
             allowed_networks: settings.live.allowed_networks.clone(),
             max_targets: start.max_targets.0,
+            machine_timeout: (start.machine_timeout_secs > 0)
+                .then(|| Duration::from_secs(start.machine_timeout_secs)),
             ..DirectorOptions::default()
         };
         let director = Arc::new(MachineDirector::new(

@@ -782,3 +782,55 @@ fn registry_entries_that_may_not_be_dialled_are_left_out_until_admitted() {
     d.set_registry(None);
     assert!(d.registry().is_none());
 }
+
+#[test]
+fn the_machine_timeout_bounds_fan_out_legs_and_is_never_forwarded() {
+    let d = with_options(DirectorOptions {
+        streamed: StreamedMethods::from_list(["/pkg.Service/Watch"]),
+        ..DirectorOptions::default()
+    });
+    let fan_out = |extra: &[(&str, &str)], method: &str| {
+        let mut request = parts(&[&[("machines", "fd00::2,fd00::3")], extra].concat());
+        request.uri = format!("http://[fd00::1]:51000{method}").parse().unwrap();
+        let route = d.route(&mut request).now_or_never().unwrap();
+        assert!(!request.headers.contains_key(MACHINE_TIMEOUT), "forwarded");
+        route
+    };
+    let unary = "/pkg.Service/Method";
+    // Unary: the caller's value, else the default.
+    let route = fan_out(&[("switchyard-machine-timeout", "500m")], unary).unwrap();
+    assert_eq!(route.leg_timeout, Some(Duration::from_millis(500)));
+    let route = fan_out(&[], unary).unwrap();
+    assert_eq!(route.leg_timeout, Some(DEFAULT_MACHINE_TIMEOUT));
+    // Streamed: only the caller's.
+    assert_eq!(
+        fan_out(&[], "/pkg.Service/Watch").unwrap().leg_timeout,
+        None
+    );
+    let route = fan_out(
+        &[("switchyard-machine-timeout", "2S")],
+        "/pkg.Service/Watch",
+    )
+    .unwrap();
+    assert_eq!(route.leg_timeout, Some(Duration::from_secs(2)));
+    // A bad value names the header.
+    let err = fan_out(&[("switchyard-machine-timeout", "soon")], unary).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("switchyard-machine-timeout"),
+        "{err:?}"
+    );
+    // One-to-one: removed too, no bound (the caller's deadline applies).
+    let mut request = parts(&[("machine", "fd00::2"), ("switchyard-machine-timeout", "1S")]);
+    let route = d.route(&mut request).now_or_never().unwrap().unwrap();
+    assert_eq!((route.mode, route.leg_timeout), (Mode::OneToOne, None));
+    assert!(!request.headers.contains_key(MACHINE_TIMEOUT));
+    // Off: no default.
+    let off = with_options(DirectorOptions {
+        machine_timeout: None,
+        ..DirectorOptions::default()
+    });
+    let mut request = parts(&[("machines", "fd00::2,fd00::3")]);
+    let route = off.route(&mut request).now_or_never().unwrap().unwrap();
+    assert_eq!(route.leg_timeout, None);
+}

@@ -101,6 +101,14 @@ impl LegSet {
         }
     }
 
+    /// The legs still running.
+    pub(super) fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        self.legs
+            .iter()
+            .enumerate()
+            .filter_map(|(index, leg)| leg.as_ref().map(|_| index))
+    }
+
     /// Stops every leg.
     pub(super) fn stop_all(&mut self) {
         self.legs.iter_mut().for_each(|leg| *leg = None);

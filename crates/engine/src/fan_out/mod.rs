@@ -96,6 +96,8 @@ pub(crate) struct Request<B> {
     pub(crate) legs: Option<Legs>,
     /// The budget the call's buffers come from, and whose they are.
     pub(crate) memory: Option<(MemoryBudget, Holder)>,
+    /// How long each backend may take for its whole answer.
+    pub(crate) leg_timeout: Option<Duration>,
 }
 
 /// Forwards one call to every backend.
@@ -116,6 +118,7 @@ where
         bytes_in,
         legs: observed,
         memory,
+        leg_timeout,
     } = request;
     // A streamed fan-out may hold an upstream stream window per machine for
     // its whole life: taken before anything is dialled.
@@ -163,6 +166,8 @@ where
         method,
         stall_timeout: config.request_stall_timeout,
         observed,
+        leg_deadline: leg_timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+        late: VecDeque::new(),
     };
     match shape {
         ReplyShape::Streamed => call.streamed(deadline, streamed_hold).await,
@@ -220,6 +225,11 @@ struct Call {
     stall_timeout: Duration,
     /// Reports each backend's end, when the call is observed.
     observed: Option<Legs>,
+    /// Every backend's time for its whole answer (they start together),
+    /// until it passes.
+    leg_deadline: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// Backends stopped at the leg deadline whose end is still to report.
+    late: VecDeque<(usize, Status)>,
 }
 
 impl Call {
@@ -231,6 +241,23 @@ impl Call {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<CallEvent> {
+        if let Some((timeout, sleep)) = self.leg_deadline.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let timeout = *timeout;
+            self.leg_deadline = None;
+            for index in self.legs.running().collect::<Vec<_>>() {
+                self.stop(index);
+                let status = Status::deadline_exceeded(format!(
+                    "machine {} did not answer within {timeout:?} (the machine timeout)",
+                    self.backends[index]
+                ));
+                self.late.push_back((index, status));
+            }
+        }
+        if let Some((index, status)) = self.late.pop_front() {
+            return Poll::Ready(CallEvent::Leg(index, LegEvent::Done(Err(status))));
+        }
         if let Some(broadcast) = self.broadcast.as_mut() {
             match broadcast.poll(cx) {
                 Poll::Ready(BroadcastEvent::Finished) => self.broadcast = None,

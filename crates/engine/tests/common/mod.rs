@@ -52,6 +52,22 @@ pub async fn spawn_proxy_with(
     Proxy { addr, _stop: stop }
 }
 
+/// A proxy serving a Unix socket in a new temporary directory (kept while
+/// the first value lives): the directory and the socket's path.
+pub fn spawn_unix_proxy(
+    director: impl Director,
+    config: ProxyConfig,
+    server: ServerConfig,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = switchyard_testkit::wait::socket_dir("proxy-unix");
+    let socket = dir.path().join("proxy.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let proxy = TransparentProxy::with_config(director, config);
+    tokio::spawn(async move { serve(listener, proxy, &server, std::future::pending()).await });
+    (dir, socket)
+}
+
+#[allow(unused_imports)]
 pub use switchyard_engine::StaticDirector;
 
 /// The test services' methods whose replies stream.
@@ -78,10 +94,7 @@ impl Director for ByName {
             };
             let mode = Mode::OneToMany(shape);
             let Some(targets) = request.headers.get("x-targets") else {
-                return Ok(Route {
-                    mode,
-                    backends: self.0.clone(),
-                });
+                return Ok(Route::new(mode, self.0.clone()));
             };
             let mut chosen = Vec::new();
             for name in targets.to_str().unwrap().split(',') {
@@ -92,10 +105,7 @@ impl Director for ByName {
                     .ok_or_else(|| Status::invalid_argument(format!("unknown target {name}")))?;
                 chosen.push(backend.clone());
             }
-            Ok(Route {
-                mode,
-                backends: chosen,
-            })
+            Ok(Route::new(mode, chosen))
         })
     }
 }
@@ -178,6 +188,43 @@ pub async fn raw_backend(reply: RawReply) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A gRPC server that takes every call and never answers it: a machine
+/// whose server hangs while its connection stays healthy (PINGs answered).
+pub async fn hung_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_: Request<Incoming>| {
+                    std::future::pending::<Result<Response<http_body_util::Empty<Bytes>>, Infallible>>(
+                    )
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `inner`'s routes with every backend's answer bounded by `timeout`.
+pub struct LegTimeout<D>(pub D, pub Duration);
+
+impl<D: Director> Director for LegTimeout<D> {
+    fn route<'a>(
+        &'a self,
+        request: &'a mut http::request::Parts,
+    ) -> BoxFuture<'a, Result<Route, Status>> {
+        Box::pin(async move {
+            let mut route = self.0.route(request).await?;
+            route.leg_timeout = Some(self.1);
+            Ok(route)
+        })
+    }
 }
 
 /// The 5-byte prefix plus `payload`.

@@ -142,6 +142,10 @@ pub struct Options {
     /// SETTINGS), in seconds.
     #[arg(long, value_name = "SECS")]
     pub handshake_timeout_secs: Option<Secs>,
+    /// How long each machine may take to answer a fan-out of a method with one reply, when the
+    /// caller sets no `switchyard-machine-timeout`, in seconds; 0 turns it off.
+    #[arg(long, value_name = "SECS")]
+    pub machine_timeout_secs: Option<u64>,
     /// How long a machine in a streaming fan-out may leave the request unread before it is
     /// dropped from the call, in seconds.
     #[arg(long, value_name = "SECS")]
@@ -339,6 +343,9 @@ pub struct StartSettings {
     /// Handshake bound of new connections.
     #[default(Secs(std::time::Duration::from_secs(10)))]
     pub handshake_timeout_secs: Secs,
+    /// Default bound of each machine's answer in a fan-out (0: none).
+    #[default(switchyard_director::DEFAULT_MACHINE_TIMEOUT.as_secs())]
+    pub machine_timeout_secs: u64,
     /// How long a fan-out machine may leave the request unread.
     #[default(Secs(std::time::Duration::from_secs(5)))]
     pub request_stall_secs: Secs,

@@ -1,0 +1,101 @@
+//! A machine whose Switchyard is healthy but whose own gRPC server takes
+//! calls and never answers: a fan-out without any caller deadline still ends,
+//! by `switchyard-machine-timeout` or the daemon's `machine_timeout_secs`,
+//! with that machine's `DEADLINE_EXCEEDED` entry and the others' answers.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use common::*;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tonic::Code;
+
+const ALL: [(&str, &str); 1] = [("machines", "alpha,beta,gamma")];
+
+/// Serves `socket` with a gRPC server that never answers a call.
+fn hang_on(socket: &std::path::Path) {
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_| {
+                    std::future::pending::<
+                        Result<http::Response<http_body_util::Empty<Bytes>>, Infallible>,
+                    >()
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+/// Alpha, beta and a hung gamma, with `machine_timeout_secs = 1`.
+async fn cluster_with_a_hung_machine(tag: &str) -> Cluster {
+    let mut cluster = Cluster::start_with(tag, |_, settings| {
+        settings.start.machine_timeout_secs = 1;
+    })
+    .await;
+    let gamma = cluster.index("gamma");
+    cluster.stop_service(gamma).await;
+    let _ = std::fs::remove_file(&cluster.nodes[gamma].socket);
+    hang_on(&cluster.nodes[gamma].socket);
+    cluster
+}
+
+fn check_entries(reply: &machine_info::pb::DescribeResponse) {
+    let entries: Vec<_> = reply
+        .messages
+        .iter()
+        .map(|d| entry_error(d.metadata.as_ref()))
+        .collect();
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert!(entries[0].is_none() && entries[1].is_none(), "{entries:?}");
+    let (code, message) = entries[2].clone().expect("gamma's error entry");
+    assert_eq!(code, Code::DeadlineExceeded, "{message}");
+    assert!(message.contains("did not answer within"), "{message}");
+}
+
+#[tokio::test]
+async fn a_hung_machine_ends_at_the_daemons_machine_timeout_without_a_caller_deadline() {
+    let cluster = cluster_with_a_hung_machine("hung-default").await;
+    let started = Instant::now();
+    let reply = call_describe(&mut cluster.client(0), &ALL).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    check_entries(&reply);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn switchyard_machine_timeout_bounds_each_machine() {
+    let cluster = cluster_with_a_hung_machine("hung-header").await;
+    let started = Instant::now();
+    let meta = [ALL[0], ("switchyard-machine-timeout", "300m")];
+    let reply = call_describe(&mut cluster.client(0), &meta).await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    check_entries(&reply);
+    // A bad value is the caller's error, named.
+    let status = call_describe(
+        &mut cluster.client(0),
+        &[ALL[0], ("switchyard-machine-timeout", "soon")],
+    )
+    .await
+    .unwrap_err();
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &["switchyard-machine-timeout"],
+    );
+    cluster.shutdown().await;
+}
