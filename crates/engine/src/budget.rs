@@ -182,7 +182,7 @@ mod tests {
         let _b1 = budget.hold(b, 40).unwrap();
         let _c1 = budget.hold(c, 30).unwrap();
         // 100 in all: the daemon's bound now, whoever asks.
-        let err = budget.hold(b, 1).unwrap_err();
+        let err = budget.hold(Holder::Unknown, 1).unwrap_err();
         assert!(err.message().contains("budget"), "{err:?}");
         drop(a1);
         assert_eq!(budget.used(), 70);
