@@ -237,6 +237,8 @@ pub(crate) fn start_daemon(
     toml.push_str("connect_timeout_secs = 2\n");
     toml.push_str("shutdown_grace_secs = 1\n");
     toml.push_str(&format!("streamed_methods = {STREAMED:?}\n"));
+    // The machines are on loopback, which only an allowed network admits.
+    toml.push_str("allowed_networks = [\"::1/128\"]\n");
     toml.push_str(extra);
     for (machine, machine_port) in registry {
         toml.push_str(&format!(
