@@ -6,10 +6,11 @@
 use std::error::Error;
 
 fn main() -> Result<(), Box<dyn Error>> {
-    const PROTOS: [&str; 3] = [
+    const PROTOS: [&str; 4] = [
         "proto/switchyard/common/v1/common.proto",
         "proto/google/rpc/status.proto",
         "proto/switchyard/v1/cluster.proto",
+        "proto/switchyard/v1/envelope.proto",
     ];
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");

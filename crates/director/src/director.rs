@@ -11,6 +11,10 @@
 //! | `machine: A` | one-to-one → A, no metadata injected |
 //! | an empty value, a non-UTF-8 value, a value naming no machine, several `machine` values, both keys | `INVALID_ARGUMENT` naming the culprit |
 //!
+//! `switchyard-reply: envelope` with `machines` or `machine` makes it a
+//! fan-out answered as a stream of `switchyard.v1.MachineReply` items, for
+//! any method (no reply layout, so no reflection is consulted).
+//!
 //! `switchyard-machine-timeout` (the `grpc-timeout` syntax) bounds each
 //! machine's whole answer in a fan-out; without it, fan-outs of methods with
 //! one reply get [`DirectorOptions::machine_timeout`], so a machine whose
@@ -72,6 +76,9 @@ pub const DEFAULT_REMOTE_PORT: u16 = 51000;
 pub const MACHINES: HeaderName = HeaderName::from_static("machines");
 /// Metadata key for an explicit single target.
 pub const MACHINE: HeaderName = HeaderName::from_static("machine");
+/// Metadata key choosing the reply shape of a fan-out: `envelope` for the
+/// `switchyard.v1.MachineReply` stream, any method, any reply type.
+pub const REPLY: HeaderName = HeaderName::from_static("switchyard-reply");
 /// Metadata key bounding each machine's answer in a fan-out.
 pub const MACHINE_TIMEOUT: HeaderName = HeaderName::from_static("switchyard-machine-timeout");
 
@@ -525,13 +532,18 @@ impl MachineDirector {
                 resolved.destinations.len()
             )));
         }
+        let envelope = wants_envelope(headers)?;
         // A list stays a list, even when it names one machine twice.
-        let fan_out =
-            key == MACHINES && (values.len() > 1 || resolved.wildcard || self.always_fan_out);
+        let fan_out = envelope
+            || key == MACHINES && (values.len() > 1 || resolved.wildcard || self.always_fan_out);
         let mode = if fan_out {
             state.policy.check_fan_out(method)?;
-            self.check_reply_type(method)?;
-            Mode::OneToMany(self.shape(method))
+            if envelope {
+                Mode::OneToMany(ReplyShape::Envelope)
+            } else {
+                self.check_reply_type(method)?;
+                Mode::OneToMany(self.shape(method))
+            }
         } else {
             Mode::OneToOne
         };
@@ -562,13 +574,13 @@ impl MachineDirector {
             Some(MethodFacts {
                 unfit: Some(unfit), ..
             }) => Err(Status::failed_precondition(format!(
-                "{method} cannot fan out: {unfit}"
+                "{method} cannot fan out tagged: {unfit}; ask for {REPLY}: envelope"
             ))),
             None if catalog.answered() && self.streamed.shape(method) == ReplyShape::Unary => {
                 Err(Status::failed_precondition(format!(
-                    "{method} cannot fan out: the local server does not declare it, so its \
-                     reply type is unknown (name it in streamed_methods if its replies are \
-                     fan-out entries)"
+                    "{method} cannot fan out tagged: the local server does not declare it, so \
+                     its reply type is unknown; ask for {REPLY}: envelope (or name it in \
+                     streamed_methods if its replies are fan-out entries)"
                 )))
             }
             _ => Ok(()),
@@ -711,15 +723,30 @@ impl Director for MachineDirector {
                 }
             }
             let machine_timeout = take_machine_timeout(&mut request.headers)?;
-            let mut route = self.route_metadata(request.uri.path(), &request.headers)?;
-            if let Mode::OneToMany(shape) = route.mode {
-                route.leg_timeout = machine_timeout.or(match shape {
-                    ReplyShape::Unary => self.machine_timeout,
-                    ReplyShape::Streamed => None,
-                });
+            let method = request.uri.path();
+            let mut route = self.route_metadata(method, &request.headers)?;
+            request.headers.remove(REPLY);
+            if let Mode::OneToMany(_) = route.mode {
+                // One reply per machine (by the method, whatever the shape
+                // of the answer): the default bound applies.
+                let one_reply = self.shape(method) == ReplyShape::Unary;
+                route.leg_timeout = machine_timeout.or(self.machine_timeout.filter(|_| one_reply));
             }
             Ok(route)
         })
+    }
+}
+
+/// Whether `headers` ask for the envelope (`switchyard-reply: envelope`);
+/// `tagged` (or none) is the tagged shape, anything else an error.
+fn wants_envelope(headers: &HeaderMap) -> Result<bool, Status> {
+    match headers.get(REPLY).map(http::HeaderValue::as_bytes) {
+        None | Some(b"tagged") => Ok(false),
+        Some(b"envelope") => Ok(true),
+        Some(other) => Err(Status::invalid_argument(format!(
+            "{REPLY:?} metadata must be \"envelope\" or \"tagged\", not {:?}",
+            String::from_utf8_lossy(other)
+        ))),
     }
 }
 

@@ -73,6 +73,10 @@ impl Backend for DownBackend {
     fn error_entry(&self, shape: ReplyShape, status: &Status) -> Option<Bytes> {
         Some(self.tag.error_entry(shape, status))
     }
+
+    fn envelope_end(&self, status: &Status, trailers: &http::HeaderMap) -> Option<Bytes> {
+        Some(self.tag.envelope_end(status, trailers))
+    }
 }
 
 #[cfg(test)]

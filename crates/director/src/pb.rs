@@ -33,7 +33,7 @@ pub mod google {
 
 pub use google::rpc::Status as RpcStatus;
 pub use switchyard::common::v1::{Empty, EmptyResponse, Metadata};
-pub use switchyard::v1::{ListMachinesRequest, ListMachinesResponse, MachineStatus};
+pub use switchyard::v1::{ListMachinesRequest, ListMachinesResponse, MachineReply, MachineStatus};
 
 /// Encoded `FileDescriptorSet` of `proto/` (the wire contract and the
 /// `switchyard.v1` API), for clients that print replies without reflection.

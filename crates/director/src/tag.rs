@@ -18,6 +18,10 @@
 //!
 //! The encoded field is computed when the machine info is set, not per reply:
 //! the local machine's address changes at runtime, replies arrive constantly.
+//!
+//! The envelope (`switchyard.v1.MachineReply`) needs no shape at all: its
+//! field 1 is the same `Metadata`, so an item is that encoded field, then
+//! the reply message whole as field 2.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -126,7 +130,42 @@ impl MachineTag {
             ReplyShape::Streamed => reply::append_to_streamed(&reply, &tag.field),
             ReplyShape::Unary if reply.is_empty() => Ok(reply),
             ReplyShape::Unary => reply::append_to_entries(&reply, &tag.field),
+            ReplyShape::Envelope => Ok(envelope_item(&tag.field, &reply)),
         }
+    }
+
+    /// This machine's last envelope item: `MachineReply { metadata {
+    /// machine…, status (and error unless OK) }, last, trailers }`, with the
+    /// trailers other than `grpc-*` (a `-bin` value decoded; the first value
+    /// of a repeated key).
+    pub fn envelope_end(&self, status: &Status, trailers: &http::HeaderMap) -> Bytes {
+        let mut metadata = self.tag().info.metadata();
+        fill_status(&mut metadata, status, &self.tag().info.addr);
+        let mut map = std::collections::HashMap::new();
+        let trailers = tonic::metadata::MetadataMap::from_headers(trailers.clone());
+        for entry in trailers.iter() {
+            let (key, value) = match entry {
+                tonic::metadata::KeyAndValueRef::Ascii(key, value) => (
+                    key.as_str(),
+                    Bytes::copy_from_slice(value.as_encoded_bytes()),
+                ),
+                tonic::metadata::KeyAndValueRef::Binary(key, value) => match value.to_bytes() {
+                    Ok(bytes) => (key.as_str(), bytes),
+                    Err(_) => continue,
+                },
+            };
+            if !key.starts_with("grpc-") {
+                map.entry(key.to_owned()).or_insert_with(|| value.to_vec());
+            }
+        }
+        pb::MachineReply {
+            metadata: Some(metadata),
+            message: Vec::new(),
+            last: true,
+            trailers: map,
+        }
+        .encode_to_vec()
+        .into()
     }
 
     /// This machine's error entry for a failed call: `Empty { metadata {
@@ -137,30 +176,17 @@ impl MachineTag {
     /// `grpc-status-details-bin` carries; when they do not decode, the entry
     /// keeps the code and message without details.
     pub fn error_entry(&self, shape: ReplyShape, status: &Status) -> Bytes {
+        if shape == ReplyShape::Envelope {
+            return self.envelope_end(status, &http::HeaderMap::new());
+        }
         let tag = self.tag();
-        let details = if status.details().is_empty() {
-            Vec::new()
-        } else {
-            match pb::RpcStatus::decode(status.details()) {
-                Ok(rpc) => rpc.details,
-                Err(err) => {
-                    tracing::debug!(machine = %tag.info.addr, error = %err, "status details are not a google.rpc.Status; dropped");
-                    Vec::new()
-                }
-            }
-        };
         let mut metadata = tag.info.metadata();
-        metadata.error = status.message().to_owned();
-        metadata.status = Some(pb::RpcStatus {
-            code: status.code() as i32,
-            message: status.message().to_owned(),
-            details,
-        });
+        fill_status(&mut metadata, status, &tag.info.addr);
         let empty = pb::Empty {
             metadata: Some(metadata),
         };
         match shape {
-            ReplyShape::Streamed => empty.encode_to_vec().into(),
+            ReplyShape::Streamed | ReplyShape::Envelope => empty.encode_to_vec().into(),
             ReplyShape::Unary => pb::EmptyResponse {
                 messages: vec![empty],
             }
@@ -168,6 +194,42 @@ impl MachineTag {
             .into(),
         }
     }
+}
+
+/// Sets `metadata`'s status to `status` (code 0 included) and, unless OK,
+/// its error text. The details are the `google.rpc.Status` that
+/// `grpc-status-details-bin` carries; when they do not decode, the entry
+/// keeps the code and message without details.
+fn fill_status(metadata: &mut pb::Metadata, status: &Status, machine: &str) {
+    let details = if status.details().is_empty() {
+        Vec::new()
+    } else {
+        match pb::RpcStatus::decode(status.details()) {
+            Ok(rpc) => rpc.details,
+            Err(err) => {
+                tracing::debug!(machine, error = %err, "status details are not a google.rpc.Status; dropped");
+                Vec::new()
+            }
+        }
+    };
+    if status.code() != tonic::Code::Ok {
+        metadata.error = status.message().to_owned();
+    }
+    metadata.status = Some(pb::RpcStatus {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details,
+    });
+}
+
+/// An envelope item: the encoded `Metadata` field, then `message` as field 2.
+fn envelope_item(metadata_field: &[u8], message: &[u8]) -> Bytes {
+    let mut item = Vec::with_capacity(metadata_field.len() + 11 + message.len());
+    item.extend_from_slice(metadata_field);
+    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut item);
+    prost::encoding::encode_varint(message.len() as u64, &mut item);
+    item.extend_from_slice(message);
+    item.into()
 }
 
 #[cfg(test)]

@@ -20,6 +20,11 @@ pub enum ReplyShape {
     Unary,
     /// Any number of reply messages per backend, forwarded as they arrive.
     Streamed,
+    /// Any method, any reply type: each reply message is wrapped whole in an
+    /// item naming its backend ([`Backend::tag_reply`]), forwarded as it
+    /// arrives, and each backend's end is one more item
+    /// ([`Backend::envelope_end`]).
+    Envelope,
 }
 
 /// One upstream gRPC server the proxy can forward a call to.
@@ -51,6 +56,14 @@ pub trait Backend: fmt::Display + fmt::Debug + Send + Sync + 'static {
     /// the client. `None` makes the failure fail the whole call.
     fn error_entry(&self, shape: ReplyShape, status: &Status) -> Option<Bytes> {
         let _ = (shape, status);
+        None
+    }
+
+    /// This backend's last item in an enveloped fan-out: how it ended
+    /// (`status`, OK included) and its `trailers`. `None` makes the
+    /// backend's end fail the whole call.
+    fn envelope_end(&self, status: &Status, trailers: &http::HeaderMap) -> Option<Bytes> {
+        let _ = (status, trailers);
         None
     }
 }

@@ -124,7 +124,7 @@ async fn an_embedded_director_with_defaults_streams_fan_out_and_refuses_unfit_re
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(
         status.message().starts_with(
-            "/switchyard.test.v1.TestService/Ping cannot fan out: field 1 of its reply type \
+            "/switchyard.test.v1.TestService/Ping cannot fan out tagged: field 1 of its reply type \
              switchyard.test.v1.PingResponse (`value`) is not a repeated message"
         ),
         "{}",
@@ -197,7 +197,7 @@ async fn an_undeclared_method_does_not_fan_out_once_the_server_answered_reflecti
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(
         status.message().starts_with(&format!(
-            "{DESCRIBE} cannot fan out: the local server does not declare it"
+            "{DESCRIBE} cannot fan out tagged: the local server does not declare it"
         )),
         "{}",
         status.message()

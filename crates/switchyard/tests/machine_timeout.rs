@@ -99,3 +99,48 @@ async fn switchyard_machine_timeout_bounds_each_machine() {
     );
     cluster.shutdown().await;
 }
+
+/// In the envelope the answering machines' items arrive first, as they
+/// answer; the hung machine's last item, `DEADLINE_EXCEEDED`, at the timeout.
+#[tokio::test]
+async fn in_the_envelope_answers_arrive_before_the_hung_machines_timeout() {
+    use machine_info::pb::DescribeRequest;
+    use switchyard_director::pb::MachineReply;
+
+    let cluster = cluster_with_a_hung_machine("hung-envelope").await;
+    let mut grpc = tonic::client::Grpc::new(switchyard_testkit::client::tcp_channel(
+        cluster.nodes[0].addr,
+    ));
+    bounded("the channel", grpc.ready()).await.unwrap();
+    let request = with_meta(
+        DescribeRequest {},
+        &[ALL[0], ("switchyard-reply", "envelope")],
+    );
+    let codec = tonic_prost::ProstCodec::<DescribeRequest, MachineReply>::default();
+    let path = http::uri::PathAndQuery::from_static("/machineinfo.v1.MachineInfo/Describe");
+    let started = Instant::now();
+    let mut stream = bounded("the call", grpc.server_streaming(request, path, codec))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut arrivals = Vec::new();
+    while let Some(item) = bounded("an item", stream.message()).await.unwrap() {
+        let metadata = item.metadata.clone().unwrap_or_default();
+        let code = metadata.status.map_or(-1, |s| s.code);
+        arrivals.push((metadata.machine_name, item.last, code, started.elapsed()));
+    }
+    let (gamma, others): (Vec<_>, Vec<_>) = arrivals.iter().partition(|a| a.0 == "gamma");
+    assert_eq!(others.len(), 4, "{arrivals:?}");
+    assert!(
+        others.iter().all(|a| a.3 < Duration::from_millis(900)),
+        "{arrivals:?}"
+    );
+    assert_eq!(gamma.len(), 1, "{arrivals:?}");
+    let (_, last, code, at) = gamma[0];
+    assert!(
+        *last && *code == Code::DeadlineExceeded as i32,
+        "{arrivals:?}"
+    );
+    assert!(*at >= Duration::from_secs(1), "{arrivals:?}");
+    cluster.shutdown().await;
+}

@@ -148,6 +148,7 @@ impl Backend for TestBackend {
         match shape {
             ReplyShape::Streamed => Ok(reply::append_to_streamed(&message, &field)?),
             ReplyShape::Unary => Ok(reply::append_to_entries(&message, &field)?),
+            ReplyShape::Envelope => Ok(message),
         }
     }
 
@@ -157,7 +158,7 @@ impl Backend for TestBackend {
         }
         let entry = encode_metadata(self.error_metadata(status));
         Some(match shape {
-            ReplyShape::Streamed => entry,
+            ReplyShape::Streamed | ReplyShape::Envelope => entry,
             ReplyShape::Unary => reply::single_entry(&entry),
         })
     }

@@ -834,3 +834,38 @@ fn the_machine_timeout_bounds_fan_out_legs_and_is_never_forwarded() {
     let route = off.route(&mut request).now_or_never().unwrap().unwrap();
     assert_eq!(route.leg_timeout, None);
 }
+
+#[test]
+fn the_envelope_fans_out_any_method_and_its_header_is_not_forwarded() {
+    let d = director();
+    for headers in [
+        vec![
+            ("machines", "fd00::2,fd00::3"),
+            ("switchyard-reply", "envelope"),
+        ],
+        vec![("machine", "fd00::2"), ("switchyard-reply", "envelope")],
+    ] {
+        let mut request = parts(&headers);
+        let route = d.route(&mut request).now_or_never().unwrap().unwrap();
+        assert_eq!(
+            route.mode,
+            Mode::OneToMany(ReplyShape::Envelope),
+            "{headers:?}"
+        );
+        assert!(!request.headers.contains_key(REPLY));
+    }
+    // `tagged` is the default shape.
+    let mut request = parts(&[
+        ("machines", "fd00::2,fd00::3"),
+        ("switchyard-reply", "tagged"),
+    ]);
+    let route = d.route(&mut request).now_or_never().unwrap().unwrap();
+    assert_eq!(route.mode, FAN_OUT);
+    assert!(
+        rejected(
+            &d,
+            &[("machines", "fd00::2,fd00::3"), ("switchyard-reply", "x")]
+        )
+        .contains("switchyard-reply")
+    );
+}

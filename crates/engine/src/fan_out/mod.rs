@@ -20,6 +20,11 @@
 //!   backends become [`Backend::error_entry`] entries. The merged message is
 //!   written as a prefix followed by the parts, never copied again.
 //! - Streamed: each tagged reply is forwarded as it arrives.
+//! - Envelope ([`ReplyShape::Envelope`]): as streamed, but each reply is
+//!   wrapped whole (any method, any reply type), the response head leaves at
+//!   once (a hung backend cannot hold it), each backend's end is one more
+//!   item with its status and trailers, and the call's trailers carry a
+//!   summary (`switchyard-summary: 3 ok, 1 unavailable`).
 //!
 //! Dropping the response (client gone) drops every leg, which resets every
 //! upstream stream.
@@ -123,7 +128,7 @@ where
     // A streamed fan-out may hold an upstream stream window per machine for
     // its whole life: taken before anything is dialled.
     let streamed_hold = match (&memory, shape) {
-        (Some((budget, holder)), ReplyShape::Streamed) => {
+        (Some((budget, holder)), ReplyShape::Streamed | ReplyShape::Envelope) => {
             match budget.hold(*holder, backends.len() * STREAMED_LEG_BYTES) {
                 Ok(hold) => Some(hold),
                 Err(status) => {
@@ -170,7 +175,9 @@ where
         late: VecDeque::new(),
     };
     match shape {
-        ReplyShape::Streamed => call.streamed(deadline, streamed_hold).await,
+        ReplyShape::Streamed | ReplyShape::Envelope => {
+            call.streamed(deadline, shape, streamed_hold).await
+        }
         ReplyShape::Unary => {
             let cutoff = deadline.map(|at| {
                 let left = at.saturating_duration_since(Instant::now());
@@ -294,6 +301,13 @@ impl Call {
         }
     }
 
+    fn no_envelope(&self, index: usize) -> Status {
+        Status::internal(format!(
+            "backend {} cannot answer in the envelope",
+            self.backends[index]
+        ))
+    }
+
     fn stalled(&self, index: usize) -> Status {
         Status::unavailable(format!(
             "machine {} did not take the request within {:?}",
@@ -317,7 +331,11 @@ impl Call {
         if let Some(suppressed) = LEG_FAILED.check() {
             tracing::warn!(backend = %backend, method = %self.method, code = ?status.code(), status_message = status.message(), suppressed, "backend failed in fan-out");
         }
-        match backend.error_entry(shape, status) {
+        let entry = match shape {
+            ReplyShape::Envelope => backend.envelope_end(status, &HeaderMap::new()),
+            shape => backend.error_entry(shape, status),
+        };
+        match entry {
             Some(entry) => Ok(Some(entry)),
             None => Err(status.clone()),
         }
@@ -490,14 +508,28 @@ impl Call {
 
     /// Waits for the first backend's response headers, then answers with a
     /// body that forwards every reply as it arrives.
-    async fn streamed(self, deadline: Option<Instant>, hold: Option<Hold>) -> Answer {
+    async fn streamed(
+        self,
+        deadline: Option<Instant>,
+        shape: ReplyShape,
+        hold: Option<Hold>,
+    ) -> Answer {
         let mut body = Box::new(StreamedBody {
             queue: VecDeque::new(),
             trailers: HeaderMap::new(),
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
             call: Some(self),
+            shape,
+            summary: Summary::default(),
             _hold: hold,
         });
+        if shape == ReplyShape::Envelope {
+            // Every backend's answer is in the items: nothing to wait for.
+            return Answer::Streamed {
+                headers: merge_headers(std::iter::empty()),
+                body,
+            };
+        }
         // Hold the response until a backend sends headers (first wins) or all are done.
         let headers = loop {
             let event = std::future::poll_fn(|cx| {
@@ -554,6 +586,34 @@ struct Slot {
     outcome: Option<Result<HeaderMap, Status>>,
 }
 
+/// The trailer that sums up how the backends of an enveloped fan-out ended.
+pub(crate) const SUMMARY: HeaderName = HeaderName::from_static("switchyard-summary");
+
+/// How many backends ended with each code.
+#[derive(Debug, Default)]
+struct Summary([usize; 17]);
+
+impl Summary {
+    fn add(&mut self, code: Code) {
+        if let Some(count) = self.0.get_mut(code as usize) {
+            *count += 1;
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    /// `3 ok, 1 unavailable`: each code that occurred, in code order.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (code, count) in self.0.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let name = status::code_name(Code::from_i32(code as i32)).to_ascii_lowercase();
+            write!(f, "{}{count} {name}", if first { "" } else { ", " })?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
 /// One machine's part of a merged reply.
 enum Part {
     /// Its reply message (none when it sent none) and its trailers.
@@ -576,6 +636,10 @@ pub(crate) struct StreamedBody {
     queue: VecDeque<Bytes>,
     trailers: HeaderMap,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Streamed or Envelope.
+    shape: ReplyShape,
+    /// How the backends ended (the envelope's summary trailer).
+    summary: Summary,
     /// The memory budget the call holds while it runs.
     _hold: Option<Hold>,
     /// `None` once the call has ended.
@@ -595,21 +659,32 @@ impl StreamedBody {
     /// Applies one event; `Err` ends the call with that status.
     fn apply(&mut self, event: CallEvent) -> Result<(), Status> {
         let call = self.call.as_ref().expect("running");
+        let shape = self.shape;
         match event {
             CallEvent::Leg(_, LegEvent::Headers(_)) => {}
             CallEvent::Leg(_, LegEvent::Message(message)) => self.push_message(message)?,
             CallEvent::Leg(i, LegEvent::Done(Ok(trailers))) => {
                 call.ended(i, Code::Ok, false);
-                merge_metadata(&mut self.trailers, trailers);
+                self.summary.add(Code::Ok);
+                if shape == ReplyShape::Envelope {
+                    let ok = Status::new(Code::Ok, "");
+                    let last = call.backends[i].envelope_end(&ok, &trailers);
+                    let last = last.ok_or_else(|| call.no_envelope(i))?;
+                    self.push_message(last)?;
+                } else {
+                    merge_metadata(&mut self.trailers, trailers);
+                }
             }
             CallEvent::Leg(i, LegEvent::Done(Err(status))) => {
-                if let Some(entry) = call.error_entry(i, ReplyShape::Streamed, &status)? {
+                self.summary.add(status.code());
+                if let Some(entry) = call.error_entry(i, shape, &status)? {
                     self.push_message(entry)?;
                 }
             }
             CallEvent::Stalled(i) => {
                 let status = call.stalled(i);
-                if let Some(entry) = call.error_entry(i, ReplyShape::Streamed, &status)? {
+                self.summary.add(status.code());
+                if let Some(entry) = call.error_entry(i, shape, &status)? {
                     self.push_message(entry)?;
                 }
             }
@@ -618,6 +693,11 @@ impl StreamedBody {
                 self.call = None;
                 self.trailers
                     .insert(GRPC_STATUS, HeaderValue::from_static("0"));
+                if shape == ReplyShape::Envelope
+                    && let Ok(value) = HeaderValue::try_from(self.summary.to_string())
+                {
+                    self.trailers.insert(SUMMARY, value);
+                }
             }
         }
         Ok(())
