@@ -392,6 +392,18 @@ impl MachineDirector {
         machines
     }
 
+    /// The local server's Unix socket.
+    pub fn local_socket(&self) -> &std::path::Path {
+        &self.local_socket
+    }
+
+    /// Whether a call with these headers is for this machine itself: no
+    /// `machines`/`machine`, or already forwarded once.
+    pub fn is_local_call(headers: &HeaderMap) -> bool {
+        !(headers.contains_key(MACHINES) || headers.contains_key(MACHINE))
+            || headers.contains_key(PROXY_AUTHORITY)
+    }
+
     /// Admits a call this Switchyard answers itself (its own API), as
     /// [`Director::route`] admits routed ones: roles, forged metadata,
     /// authorization.

@@ -45,6 +45,7 @@ pub mod down;
 pub mod identity;
 pub mod live;
 pub mod local;
+pub mod own_reflection;
 pub mod pb;
 pub mod reflection;
 pub mod registry;
@@ -64,6 +65,7 @@ pub use director::{
 pub use down::DownBackend;
 pub use identity::{Identity, MACHINE_ROLE};
 pub use local::LocalBackend;
+pub use own_reflection::{OwnReflection, REFLECTION_INFO_PATH};
 pub use reflection::{FileSet, ReflectionClient, ReflectionError, ReflectionVersion, ServiceFiles};
 pub use registry::{Machine, Registry, RegistryError};
 pub use remote::RemoteBackend;

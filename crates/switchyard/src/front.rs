@@ -2,9 +2,11 @@
 //!
 //! `switchyard.v1.Cluster` ([`ClusterApi`]) is answered by the Switchyard
 //! that receives it, whatever `machines` or `machine` metadata the call
-//! carries; every other call goes to the [`TransparentProxy`]. A proxied call
-//! pays one string prefix check and nothing else: its future and body are
-//! the proxy's, wrapped in an enum, never boxed again.
+//! carries; reflection of this machine ([`OwnReflection`]) knows
+//! Switchyard's own API besides the local server's; every other call goes to
+//! the [`TransparentProxy`]. A proxied call pays two string checks and
+//! nothing else: its future and body are the proxy's, wrapped in an enum,
+//! never boxed again.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,8 +17,11 @@ use futures_util::future::{BoxFuture, Either, MapOk};
 use http::{Request, Response};
 use http_body_util::Either as EitherBody;
 use switchyard_director::pb::switchyard::v1::cluster_server::ClusterServer;
-use switchyard_director::{CLUSTER_PATH_PREFIX, ClusterApi, MachineDirector};
+use switchyard_director::{
+    CLUSTER_PATH_PREFIX, ClusterApi, MachineDirector, OwnReflection, REFLECTION_INFO_PATH,
+};
 use switchyard_engine::{ResponseBody, TransparentProxy};
+use tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer;
 use tower::Service;
 
 /// A response, as the front serves it: the proxy's body or the own API's.
@@ -30,6 +35,7 @@ type ProxyFuture = BoxFuture<'static, Result<Response<ResponseBody>, Infallible>
 pub struct Front {
     proxy: TransparentProxy,
     own: ClusterServer<ClusterApi>,
+    reflection: ServerReflectionServer<OwnReflection>,
     director: Arc<MachineDirector>,
 }
 
@@ -39,6 +45,7 @@ impl Front {
         Self {
             proxy,
             own: ClusterApi::new(director.clone()).into_server(),
+            reflection: OwnReflection::new(director.local_socket()).into_server(),
             director,
         }
     }
@@ -61,20 +68,26 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if !request.uri().path().starts_with(CLUSTER_PATH_PREFIX) {
+        let path = request.uri().path();
+        let own = path.starts_with(CLUSTER_PATH_PREFIX);
+        let reflection =
+            path == REFLECTION_INFO_PATH && MachineDirector::is_local_call(request.headers());
+        if !own && !reflection {
             let left: fn(Response<ResponseBody>) -> Proxied = |r| r.map(EitherBody::Left);
             return Either::Left(self.proxy.call(request).map_ok(left));
         }
         let (mut parts, body) = request.into_parts();
         let admitted = self.director.admit(&mut parts);
-        let mut own = self.own.clone();
+        let request = Request::from_parts(parts, body);
+        let response = match (admitted, own) {
+            (Err(status), _) => Either::Left(std::future::ready(Ok(status.into_http()))),
+            (Ok(_), true) => Either::Right(Either::Left(self.own.clone().call(request))),
+            (Ok(_), false) => Either::Right(Either::Right(self.reflection.clone().call(request))),
+        };
         Either::Right(Box::pin(async move {
-            let response = match admitted {
-                Ok(_) => match own.call(Request::from_parts(parts, body)).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                },
-                Err(status) => status.into_http(),
+            let response = match response.await {
+                Ok(response) => response,
+                Err(never) => match never {},
             };
             Ok(response.map(EitherBody::Right))
         }))

@@ -334,9 +334,29 @@ async fn streams_every_machines_ticks_as_json_lines() {
 async fn lists_and_describes_through_reflection() {
     let cluster = Cluster::start("cli-list").await;
     let beta = via(&cluster, 1);
+    // Every Switchyard's reflection knows its own API besides its machine's.
     let out = cli(&["list", "--via", &beta, "-m", "gamma"]).await;
     assert_exit(&out, 0);
-    assert_eq!(stdout(&out), "machineinfo.v1.MachineInfo\n");
+    assert_eq!(
+        stdout(&out),
+        "machineinfo.v1.MachineInfo\nswitchyard.v1.Cluster\n"
+    );
+    let out = cli(&["describe", "--via", &beta, "switchyard.v1.MachineReply"]).await;
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("switchyard.v1.MachineReply is a message:")
+            && text.contains(".switchyard.common.v1.Metadata metadata = 1;")
+            && text.contains("bool last = 3;"),
+        "{text}"
+    );
+    let out = cli(&["list", "--via", &beta, "switchyard.v1.Cluster"]).await;
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("/switchyard.v1.Cluster/ListMachines"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = cli(&["list", "--via", &beta, "MachineInfo"]).await;
     assert_exit(&out, 0);

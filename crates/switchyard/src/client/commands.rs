@@ -333,7 +333,15 @@ async fn describe_command(args: DescribeArgs) -> Result<(), ClientError> {
     let session = Session::open(&args.connect, &args.machines, &args.schema, false).await?;
     let pool = session.schema.pool_for_all_services().await?;
     let symbols = match &args.symbol {
-        Some(symbol) => vec![resolve_symbol(&pool, symbol)?],
+        Some(symbol) => match resolve_symbol(&pool, symbol) {
+            Ok(found) => vec![found],
+            // Not reachable from any service (Switchyard's MachineReply, a
+            // type only some clients use): asked for by name.
+            Err(err) => match session.schema.pool_for_symbol(symbol).await {
+                Ok(pool) => vec![resolve_symbol(&pool, symbol).map_err(|_| err)?],
+                Err(_) => return Err(err.into()),
+            },
+        },
         None => pool.services().map(Symbol::Service).collect(),
     };
     let mut out = std::io::stdout().lock();

@@ -149,6 +149,22 @@ impl SchemaSource {
         self.pool_for_all_services().await
     }
 
+    /// A pool of the file declaring `symbol` (a full name) and its imports.
+    pub async fn pool_for_symbol(&self, symbol: &str) -> Result<DescriptorPool, SchemaError> {
+        match self {
+            Self::Protoset(pool) => Ok(pool.clone()),
+            Self::Reflection(reflector) => {
+                let symbol = symbol.to_owned();
+                reflector
+                    .reflect(|mut c| {
+                        let symbol = symbol.clone();
+                        async move { c.files_for_symbols(&[&symbol]).await }
+                    })
+                    .await
+            }
+        }
+    }
+
     /// A pool of every service (reflection itself excepted) and their
     /// imports: what listing, describing or a short name needs.
     pub async fn pool_for_all_services(&self) -> Result<DescriptorPool, SchemaError> {
