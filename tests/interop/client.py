@@ -42,6 +42,7 @@ PROTOS = [
     "google/rpc/status.proto",
     "switchyard/common/v1/common.proto",
     "machineinfo/v1/machineinfo.proto",
+    "switchyard/v1/envelope.proto",
 ]
 
 
@@ -157,6 +158,28 @@ def check_fan_out_bidi(pb, stub, timeout, machines):
     return f"{len(replies)} replies to 3 messages"
 
 
+def check_envelope(pb, channel, timeout, machines):
+    """TestService/Ping (a reply without the fan-out layout) through the
+    envelope: one item per reply, then exactly one last item per machine."""
+    envelope = importlib.import_module("switchyard.v1.envelope_pb2")
+    call = channel.unary_stream(
+        "/switchyard.test.v1.TestService/Ping",
+        request_serializer=pb.PingRequest.SerializeToString,
+        response_deserializer=envelope.MachineReply.FromString,
+    )
+    metadata = [("machines", ",".join(machines)), ("switchyard-reply", "envelope")]
+    items = list(call(pb.PingRequest(value="env"), metadata=metadata, timeout=timeout))
+    last = sorted(i.metadata.machine_name for i in items if i.last)
+    assert last == sorted(machines), f"last items {last}"
+    for item in items:
+        if item.last:
+            assert item.metadata.status.code == 0, f"{item.metadata.machine_name}: {item.metadata}"
+        else:
+            reply = pb.PingResponse.FromString(item.message)
+            assert reply.value == "env", f"value {reply.value!r}"
+    return f"{len(items)} items, one last per machine"
+
+
 CHECKS = [
     ("Ping", check_ping),
     ("PingList", check_ping_list),
@@ -227,6 +250,7 @@ def main():
             if machines:
                 multi = rpc.MultiServiceStub(channel)
                 checks += [(name, check, multi, (machines,)) for name, check in FAN_OUT_CHECKS]
+                checks.append(("Envelope", check_envelope, channel, (machines,)))
             failed = 0
             for name, check, stub, extra in checks:
                 try:

@@ -82,6 +82,7 @@ async fn grpcio_through_the_unix_socket_with_default_options_and_over_tcp() {
         "ok   FanOutPing",
         "ok   FanOutPingList",
         "ok   FanOutPingStream",
+        "ok   Envelope",
     ] {
         assert!(stdout.contains(check), "no {check:?} in:\n{stdout}");
     }
