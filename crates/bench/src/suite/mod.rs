@@ -17,6 +17,7 @@
 //! | `local-metrics` | as `local`, through a daemon that serves metrics (records every call) |
 //! | `fanout-N` | generator → Switchyard m0 → m0…m(N-1) (`machines: m0 … m(N-1)`) |
 //! | `two-hops-tls`, `fanout-N-tls` | as their plaintext twins, every hop mutual TLS (daemons `t0…`) |
+//! | `fanout-N-envelope` | as `fanout-N`, answered in the envelope (`switchyard-reply: envelope`) |
 //! | `stream-*` | server streaming, direct / local / two hops |
 //!
 //! Besides calls/s and latency, each run reads the CPU time of the daemon
@@ -233,6 +234,9 @@ const RELAYS: [&str; 2] = ["h2", "hyper"];
 /// Fan-out widths.
 const FANOUT_FULL: [usize; 5] = [1, 3, 4, 8, 16];
 const FANOUT_QUICK: [usize; 2] = [1, 3];
+/// Fan-out widths also measured in the envelope, beside the tagged shape.
+const ENVELOPE_FULL: [usize; 2] = [4, 16];
+const ENVELOPE_QUICK: [usize; 1] = [3];
 /// Machines with mutual TLS (their fan-out width).
 const TLS_FULL: usize = 4;
 const TLS_QUICK: usize = 3;
@@ -417,6 +421,30 @@ fn scenarios(
                 .collect(),
         );
         out.push(fan_out(s, n));
+    }
+    // Kept out of the fan-out group: its scaling table and per-machine CPU
+    // are the tagged shape's; these rows stand beside them in the main one.
+    let envelope: &[usize] = if quick {
+        &ENVELOPE_QUICK
+    } else {
+        &ENVELOPE_FULL
+    };
+    for &n in envelope.iter().filter(|&&n| n <= machines.len()) {
+        let mut metadata: Vec<(String, String)> = machines[..n]
+            .iter()
+            .map(|m| ("machines".to_owned(), m.name.clone()))
+            .collect();
+        metadata.push(("switchyard-reply".into(), "envelope".into()));
+        let mut s = unary(
+            &format!("fanout-{n}-envelope"),
+            &format!("Switchyard, fan-out to {n} machines, envelope"),
+            &format!("fan {n} env"),
+            m0.proxy_target(),
+            metadata,
+        );
+        s.fanout = Some(n);
+        s.backend_pid = None;
+        out.push(s);
     }
     if let Some((tls, certs)) = extras.tls {
         let n = tls.len();
