@@ -37,8 +37,10 @@ pub struct ConnectArgs {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct MachineArgs {
     /// Machines to ask at once (fan-out): names, IDs or addresses,
-    /// comma-separated or repeated, or `*` for every machine; replies are
-    /// tagged with their machine. [default: the Switchyard's own machine]
+    /// comma-separated or repeated, or `*` for every machine. Any method
+    /// fans out: the call asks for the envelope, and each machine's replies
+    /// print, tagged with it, as it answers. [default: the Switchyard's own
+    /// machine]
     #[arg(
         short = 'm',
         long = "machines",
@@ -99,6 +101,13 @@ pub struct CallArgs {
     /// one message) [default: 33554432, the daemon's `max_message_size`].
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<MessageSize>,
+    /// Bound of each machine's whole answer in a fan-out (-m), as
+    /// --timeout: a machine later than that is a DEADLINE_EXCEEDED row
+    /// while the others' rows print [default: a tenth (at most 1s) less
+    /// than --timeout when the call has one, else the daemon's
+    /// `machine_timeout_secs` for methods with one reply].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub machine_timeout: Option<Duration>,
     /// The method: /pkg.Service/Method, pkg.Service.Method, pkg.Service/Method,
     /// or Service/Method when the short name is unique.
     #[arg(value_name = "METHOD")]

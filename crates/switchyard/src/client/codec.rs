@@ -8,6 +8,7 @@
 
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor, ReflectMessage};
+use switchyard_director::pb::MachineReply;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
@@ -87,5 +88,53 @@ impl Decoder for DynamicDecoder {
         DynamicMessage::decode(self.0.clone(), src)
             .map(Some)
             .map_err(|e| Status::internal(format!("cannot decode a {}: {e}", self.0.full_name())))
+    }
+}
+
+/// The codec of an enveloped fan-out (`switchyard-reply: envelope`): the
+/// method's requests go out as they are, and whatever the method, what
+/// comes back is a stream of `switchyard.v1.MachineReply`, each holding one
+/// machine's reply bytes (decoded later, with the method's output type).
+#[derive(Debug, Clone)]
+pub struct EnvelopeCodec {
+    encodes: MessageDescriptor,
+}
+
+impl EnvelopeCodec {
+    /// The client's codec of an enveloped call of `method`.
+    pub fn new(method: &MethodDescriptor) -> Self {
+        Self {
+            encodes: method.input(),
+        }
+    }
+}
+
+impl Codec for EnvelopeCodec {
+    type Encode = DynamicMessage;
+    type Decode = MachineReply;
+    type Encoder = DynamicEncoder;
+    type Decoder = EnvelopeDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        DynamicEncoder(self.encodes.clone())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        EnvelopeDecoder
+    }
+}
+
+/// Decodes `switchyard.v1.MachineReply` items.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvelopeDecoder;
+
+impl Decoder for EnvelopeDecoder {
+    type Item = MachineReply;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        MachineReply::decode(src).map(Some).map_err(|e| {
+            Status::internal(format!("cannot decode a switchyard.v1.MachineReply: {e}"))
+        })
     }
 }

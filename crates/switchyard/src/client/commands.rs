@@ -6,18 +6,19 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
 use switchyard_director::pb::switchyard::v1::cluster_client::ClusterClient;
 use switchyard_director::pb::switchyard::v1::machine_status::State;
 use switchyard_director::{ReflectionError, pb};
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
 
 use super::args::{ConnectArgs, Format, MachineArgs, SchemaArgs};
 use super::connect::{ConnectError, connect, diagnose, resolve_via};
 use super::describe::describe;
-use super::invoke::{CallError, CallOptions, call};
+use super::invoke::{CallError, CallOptions, MACHINE_TIMEOUT, call, call_envelope};
 use super::output::table::clean;
-use super::output::{self, Entry, JsonOptions, Machine, TableStream};
+use super::output::{self, Entry, Envelope, JsonOptions, Machine, Shape, TableStream, envelope};
 use super::request::{RequestOptions, read_data, requests_for};
 use super::resolve::{MethodName, Symbol, resolve_method, resolve_symbol};
 use super::schema::{Reflector, SchemaError, SchemaSource, load_protosets};
@@ -164,8 +165,15 @@ async fn call_command(args: CallArgs) -> Result<bool, ClientError> {
         .connect
         .timeout
         .or((!method.is_server_streaming()).then_some(DEFAULT_TIMEOUT));
+    let fan_out = session.targets.fan_out;
+    let mut metadata = session.targets.call.clone();
+    if fan_out {
+        machine_timeout(&mut metadata, args.machine_timeout, timeout);
+    } else if let Some(bound) = args.machine_timeout {
+        metadata.insert(MACHINE_TIMEOUT, grpc_timeout(bound));
+    }
     let options = CallOptions {
-        metadata: session.targets.call.clone(),
+        metadata,
         timeout,
         max_message_size: args.max_message_size.map(|size| size.0),
     };
@@ -173,22 +181,61 @@ async fn call_command(args: CallArgs) -> Result<bool, ClientError> {
         .channel
         .ok_or_else(|| ClientError::Usage("no connection to call through".into()))?;
     let format = args.output.unwrap_or_else(default_format);
+    let envelope = Envelope::new(method.output());
+    // `-o json` of a merged reply is one document, as the tagged shape's
+    // is: its entries wait for the end of the call.
+    let document = (fan_out
+        && format == Format::Json
+        && *envelope.shape() == Shape::Merged
+        && !method.is_server_streaming())
+    .then(|| method.output());
     let mut printer = Printer {
         format,
         json: JsonOptions {
             emit_defaults: args.emit_defaults,
         },
-        streamed: method.is_server_streaming(),
+        // A fan-out's rows print as its machines answer.
+        streamed: fan_out || method.is_server_streaming(),
         targets: &session.targets,
         entries: Vec::new(),
+        document,
         failed: false,
-        table: TableStream::new(session.targets.fan_out),
+        table: TableStream::new(fan_out),
         out: std::io::stdout().lock(),
     };
-    let result = invoke(channel, &method, requests, &options, &mut printer).await;
+    let result = if fan_out {
+        invoke_envelope(channel, &method, requests, &options, envelope, &mut printer).await
+    } else {
+        invoke(channel, &method, requests, &options, &mut printer).await
+    };
     printer.finish()?;
     result?;
     Ok(!printer.failed)
+}
+
+/// Sets the fan-out's `switchyard-machine-timeout`: `--machine-timeout`;
+/// else, unless `-H` gave one, a little less than the call's own bound, so
+/// that a machine that never answers is its own `DEADLINE_EXCEEDED` row
+/// before the call as a whole runs out of time. Without either, the daemon
+/// decides (its `machine_timeout_secs`).
+fn machine_timeout(
+    metadata: &mut MetadataMap,
+    flag: Option<Duration>,
+    call_timeout: Option<Duration>,
+) {
+    let bound = match (flag, call_timeout) {
+        (Some(bound), _) => bound,
+        (None, _) if metadata.contains_key(MACHINE_TIMEOUT) => return,
+        (None, Some(timeout)) => timeout - (timeout / 10).min(Duration::from_secs(1)),
+        (None, None) => return,
+    };
+    metadata.insert(MACHINE_TIMEOUT, grpc_timeout(bound));
+}
+
+/// `bound` in the `grpc-timeout` syntax.
+fn grpc_timeout(bound: Duration) -> AsciiMetadataValue {
+    AsciiMetadataValue::try_from(switchyard_engine::codec::timeout::encode(bound))
+        .expect("digits and a unit are ASCII")
 }
 
 /// Calls and prints each reply as it arrives.
@@ -213,6 +260,30 @@ async fn invoke(
     Ok(())
 }
 
+/// Calls a fan-out in the envelope and prints each machine's entries as
+/// they arrive.
+async fn invoke_envelope(
+    channel: Channel,
+    method: &MethodDescriptor,
+    requests: Vec<DynamicMessage>,
+    options: &CallOptions,
+    mut envelope: Envelope,
+    printer: &mut Printer<'_, impl Write>,
+) -> Result<(), ClientError> {
+    let mut items = call_envelope(
+        channel,
+        method,
+        futures_util::stream::iter(requests),
+        options,
+    )
+    .await?;
+    while let Some(item) = items.next().await {
+        let entries = envelope.entries(&item.map_err(ClientError::Call)?);
+        printer.print_entries(entries, &envelope)?;
+    }
+    Ok(())
+}
+
 /// Table on a terminal, grpcurl's JSON for pipes and files.
 fn default_format() -> Format {
     if std::io::stdout().is_terminal() {
@@ -226,12 +297,16 @@ fn default_format() -> Format {
 struct Printer<'a, W: Write> {
     format: Format,
     json: JsonOptions,
-    /// Whether replies stream (tables are then printed row by row).
+    /// Whether rows print as they come (a stream, a fan-out) or as one
+    /// aligned table at the end.
     streamed: bool,
     targets: &'a Targets,
-    /// The entries of a unary table, printed at the end (nothing else is
-    /// kept: a stream may run for ever).
+    /// The entries printed at the end: those of a unary table, or of the
+    /// one JSON document of a fan-out (nothing else is kept: a stream may
+    /// run for ever).
     entries: Vec<Entry>,
+    /// The reply type of the one JSON document of a fan-out, if it is one.
+    document: Option<MessageDescriptor>,
     /// Some machine's entry was an error (exit status 1).
     failed: bool,
     table: TableStream,
@@ -239,6 +314,7 @@ struct Printer<'a, W: Write> {
 }
 
 impl<W: Write> Printer<'_, W> {
+    /// Prints a reply of a call that does not fan out.
     fn print(&mut self, message: &DynamicMessage) -> Result<(), ClientError> {
         let mut split = output::split(message);
         // An untagged reply is the one machine's that was asked.
@@ -272,7 +348,52 @@ impl<W: Write> Printer<'_, W> {
         Ok(())
     }
 
-    /// Prints what waited for the end of the call (a unary table).
+    /// Prints the entries of an item of a fan-out. JSON keeps the tagged
+    /// shape: a merged reply's entries, tagged, in one document at the end
+    /// (one per reply message of a stream); an entry type's messages tagged
+    /// one by one; a reply type without the layout as `{"machine": …,
+    /// "reply": …}` documents, jsonl's objects indented.
+    fn print_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        envelope: &Envelope,
+    ) -> Result<(), ClientError> {
+        self.failed |= output::exit_code(&entries) != 0;
+        match self.format {
+            Format::Jsonl => {
+                for entry in &entries {
+                    writeln!(self.out, "{}", output::format_jsonl(entry, self.json))?;
+                }
+            }
+            Format::Table => {
+                for entry in &entries {
+                    write!(self.out, "{}", self.table.lines(entry))?;
+                }
+            }
+            Format::Json if self.document.is_some() => self.entries.extend(entries),
+            Format::Json => match envelope.shape() {
+                Shape::Merged if entries.is_empty() => {}
+                Shape::Merged => {
+                    let reply = envelope::merged(envelope.output(), &entries);
+                    writeln!(self.out, "{}", output::format_json(&reply, self.json))?;
+                }
+                Shape::Entry | Shape::Plain => {
+                    for entry in &entries {
+                        let text = match envelope::tagged(entry) {
+                            Some(message) => output::format_json(&message, self.json),
+                            None => output::to_jsonl(entry, self.json).to_indented(),
+                        };
+                        writeln!(self.out, "{text}")?;
+                    }
+                }
+            },
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// Prints what waited for the end of the call (a unary table, a
+    /// fan-out's JSON document).
     fn finish(&mut self) -> Result<(), ClientError> {
         if self.format == Format::Table && !self.streamed {
             write!(
@@ -280,6 +401,10 @@ impl<W: Write> Printer<'_, W> {
                 "{}",
                 output::format_table(&self.entries, self.targets.fan_out)
             )?;
+        }
+        if let Some(reply_type) = &self.document {
+            let reply = envelope::merged(reply_type, &self.entries);
+            writeln!(self.out, "{}", output::format_json(&reply, self.json))?;
         }
         self.out.flush()?;
         Ok(())

@@ -11,6 +11,12 @@
 //! the server learns it as `grpc-timeout`, and the client enforces it too,
 //! on the call and on every streamed reply, since a server may ignore it.
 //!
+//! A fan-out ([`call_envelope`]) asks for the envelope (`switchyard-reply:
+//! envelope`): whatever the method, the reply is then a stream of
+//! `switchyard.v1.MachineReply` items, in the order the machines answer, so
+//! any method fans out and a fast machine's replies are not held behind a
+//! slow one's.
+//!
 //! Replies may be as large as the daemon passes (its `max_message_size`,
 //! 32 MiB by default), not tonic's 4 MiB: a merged fan-out reply of many
 //! machines is one message, and a client stricter than its proxy would
@@ -27,7 +33,14 @@ use tokio::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataKey, MetadataMap};
 use tonic::transport::Channel;
 
-use crate::client::codec::DynamicCodec;
+use switchyard_director::pb::MachineReply;
+
+use crate::client::codec::{DynamicCodec, EnvelopeCodec};
+
+/// The request metadata that asks a fan-out for the envelope.
+pub const REPLY: &str = "switchyard-reply";
+/// The request metadata that bounds each machine of a fan-out.
+pub const MACHINE_TIMEOUT: &str = "switchyard-machine-timeout";
 
 /// Why a call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -154,8 +167,15 @@ fn call_error(status: tonic::Status, limit: usize) -> CallError {
     }
 }
 
+/// Messages of a call, in the order they arrive; an error ends the stream.
+pub type Messages<T> = Pin<Box<dyn Stream<Item = Result<T, CallError>> + Send>>;
+
 /// Replies, in the order they arrive; an error ends the stream.
-pub type ReplyStream = Pin<Box<dyn Stream<Item = Result<DynamicMessage, CallError>> + Send>>;
+pub type ReplyStream = Messages<DynamicMessage>;
+
+/// The items of an enveloped fan-out, in the order they arrive; an error
+/// (of the whole call) ends the stream.
+pub type ItemStream = Messages<MachineReply>;
 
 /// An answered call.
 pub struct Reply {
@@ -202,6 +222,93 @@ where
     })
 }
 
+/// Calls `method` over `channel` as a fan-out answered in the envelope:
+/// `options.metadata` names the machines, and the call asks for
+/// `switchyard-reply: envelope`. Requests go as in [`call`] (one for a method
+/// that takes one); the items come as the machines answer, each machine's
+/// last item carrying its status.
+pub async fn call_envelope<S>(
+    channel: Channel,
+    method: &MethodDescriptor,
+    requests: S,
+    options: &CallOptions,
+) -> Result<ItemStream, CallError>
+where
+    S: Stream<Item = DynamicMessage> + Send + 'static,
+{
+    let deadline = options.timeout.map(|t| (Instant::now() + t, t));
+    let mut options = options.clone();
+    options
+        .metadata
+        .insert(REPLY, AsciiMetadataValue::from_static("envelope"));
+    let work = start_envelope(channel, method, requests, &options);
+    let items = match deadline {
+        Some((at, timeout)) => tokio::time::timeout_at(at, work)
+            .await
+            .map_err(|_| CallError::Timeout(timeout))??,
+        None => work.await?,
+    };
+    Ok(bound(items, deadline))
+}
+
+async fn start_envelope<S>(
+    channel: Channel,
+    method: &MethodDescriptor,
+    requests: S,
+    options: &CallOptions,
+) -> Result<ItemStream, CallError>
+where
+    S: Stream<Item = DynamicMessage> + Send + 'static,
+{
+    let limit = options.reply_limit();
+    let status = |status| call_error(status, limit);
+    let mut grpc = ready(channel, limit).await?;
+    let path = method_path(method).map_err(status)?;
+    // Every kind goes as a bidi stream (the framing is the same); a method
+    // that takes one request is sent exactly one.
+    let requests: Pin<Box<dyn Stream<Item = DynamicMessage> + Send>> =
+        if method.is_client_streaming() {
+            Box::pin(requests)
+        } else {
+            let first = Box::pin(requests)
+                .next()
+                .await
+                .ok_or_else(|| CallError::NoRequest(method.full_name().to_owned()))?;
+            Box::pin(futures_util::stream::iter([first]))
+        };
+    let response = grpc
+        .streaming(
+            with_options(requests, options),
+            path,
+            EnvelopeCodec::new(method),
+        )
+        .await
+        .map_err(status)?;
+    Ok(streamed(response.into_inner(), limit))
+}
+
+/// A client of `channel` once it is ready, accepting replies up to `limit`.
+async fn ready(channel: Channel, limit: usize) -> Result<tonic::client::Grpc<Channel>, CallError> {
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(limit);
+    grpc.ready().await.map_err(|e| {
+        call_error(
+            tonic::Status::unavailable(format!("connection not ready: {e}")),
+            limit,
+        )
+    })?;
+    Ok(grpc)
+}
+
+/// `/pkg.Service/Method`.
+fn method_path(method: &MethodDescriptor) -> Result<http::uri::PathAndQuery, tonic::Status> {
+    http::uri::PathAndQuery::from_maybe_shared(format!(
+        "/{}/{}",
+        method.parent_service().full_name(),
+        method.name()
+    ))
+    .map_err(|e| tonic::Status::internal(format!("invalid method path: {e}")))
+}
+
 /// Calls a unary method with one request and returns its reply.
 pub async fn call_unary(
     channel: Channel,
@@ -238,18 +345,8 @@ where
 {
     let limit = options.reply_limit();
     let status = |status| call_error(status, limit);
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(limit);
-    grpc.ready().await.map_err(|e| {
-        status(tonic::Status::unavailable(format!(
-            "connection not ready: {e}"
-        )))
-    })?;
-    let path = http::uri::PathAndQuery::from_maybe_shared(format!(
-        "/{}/{}",
-        method.parent_service().full_name(),
-        method.name()
-    ))
-    .map_err(|e| status(tonic::Status::internal(format!("invalid method path: {e}"))))?;
+    let mut grpc = ready(channel, limit).await?;
+    let path = method_path(method).map_err(status)?;
     let codec = DynamicCodec::new(method);
     let request = |message| with_options(message, options);
     let stream_request = |requests| with_options(requests, options);
@@ -312,7 +409,7 @@ fn with_options<T>(message: T, options: &CallOptions) -> tonic::Request<T> {
     request
 }
 
-fn streamed(streaming: tonic::Streaming<DynamicMessage>, limit: usize) -> ReplyStream {
+fn streamed<T: Send + 'static>(streaming: tonic::Streaming<T>, limit: usize) -> Messages<T> {
     Box::pin(futures_util::stream::unfold(
         Some(streaming),
         move |state| async move {
@@ -327,7 +424,10 @@ fn streamed(streaming: tonic::Streaming<DynamicMessage>, limit: usize) -> ReplyS
 }
 
 /// Ends `messages` with a timeout error once the deadline passes.
-fn bound(messages: ReplyStream, deadline: Option<(Instant, Duration)>) -> ReplyStream {
+fn bound<T: Send + 'static>(
+    messages: Messages<T>,
+    deadline: Option<(Instant, Duration)>,
+) -> Messages<T> {
     let Some((at, timeout)) = deadline else {
         return messages;
     };

@@ -17,7 +17,7 @@ use prost_reflect::{
 pub use switchyard_engine::status::code_name;
 
 /// Which machine an entry comes from, as the proxy filled it in.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Machine {
     /// The machine's address as the client named it.
     pub addr: String,

@@ -14,6 +14,11 @@ use super::json::{JsonOptions, to_json};
 
 /// One entry as a JSON line (without the newline).
 pub fn format_jsonl(entry: &Entry, options: JsonOptions) -> String {
+    to_jsonl(entry, options).to_compact()
+}
+
+/// One entry as the JSON object of its line.
+pub fn to_jsonl(entry: &Entry, options: JsonOptions) -> Json {
     let mut fields = Vec::new();
     if let Some(machine) = &entry.machine {
         fields.push((
@@ -46,5 +51,5 @@ pub fn format_jsonl(entry: &Entry, options: JsonOptions) -> String {
         }
         None => fields.push(("reply".to_owned(), reply)),
     }
-    Json::Object(fields).to_compact()
+    Json::Object(fields)
 }
