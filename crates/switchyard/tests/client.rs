@@ -8,6 +8,9 @@ mod dynamic;
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::*;
 use dynamic::{Reflection, spawn_bare, spawn_echo, spawn_inventory};
@@ -54,6 +57,30 @@ fn via(cluster: &Cluster, i: usize) -> String {
     cluster.nodes[i].addr.to_string()
 }
 
+/// The one line of `lines` whose first word is `machine` (a fan-out's rows
+/// come in the order the machines answer).
+fn row_of<'a>(lines: &[&'a str], machine: &str) -> &'a str {
+    let mine: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.split_whitespace().next() == Some(machine))
+        .collect();
+    assert_eq!(mine.len(), 1, "one row of {machine} in {lines:#?}");
+    mine[0]
+}
+
+/// The one JSON line of `lines` of `machine`.
+fn line_of<'a>(lines: &[&'a str], machine: &str) -> &'a str {
+    let prefix = format!(r#"{{"machine":"{machine}","#);
+    let mine: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with(&prefix))
+        .collect();
+    assert_eq!(mine.len(), 1, "one line of {machine} in {lines:#?}");
+    mine[0]
+}
+
 /// The lines of `text` without the uptime, which depends on timing.
 fn without_uptime(text: &str) -> String {
     text.lines()
@@ -96,7 +123,8 @@ async fn calls_this_machine_another_and_all_of_them() {
     );
     assert!(line.contains(r#""proxyAuthority":"#), "{line}");
 
-    // All of them: one row per machine, in the order named.
+    // All of them: one row per machine, as each answers (a streamed table:
+    // the header sized for common names and addresses).
     let out = cli(&[
         "call",
         "--via",
@@ -114,16 +142,19 @@ async fn calls_this_machine_another_and_all_of_them() {
     let table = stdout(&out);
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 4, "{table}");
-    assert!(
-        rows[0].starts_with("MACHINE   ADDRESS")
-            && rows[0].ends_with("NAME    UPTIME_SECONDS   PROXY_AUTHORITY   CALLS"),
+    assert_eq!(
+        rows[0],
+        "MACHINE      ADDRESS                  NAME   UPTIME_SECONDS   PROXY_AUTHORITY   CALLS",
         "{table}"
     );
-    for (row, i) in rows[1..].iter().zip([2, 0, 1]) {
+    for i in [2, 0, 1] {
         let name = cluster.nodes[i].name.as_str();
         let addr = cluster.meta(i).machine_addr;
         assert_eq!(
-            row.split_whitespace().take(3).collect::<Vec<_>>(),
+            row_of(&rows[1..], name)
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>(),
             [name, addr.as_str(), name],
             "{table}"
         );
@@ -152,10 +183,15 @@ async fn a_machine_down_is_its_own_row_and_exit_status_1() {
     let table = stdout(&out);
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 4, "{table}");
-    assert!(rows[1].starts_with("alpha ") && rows[2].starts_with("beta "));
+    for name in ["alpha", "beta"] {
+        assert!(!row_of(&rows[1..], name).contains("ERROR"), "{table}");
+    }
     let gamma = cluster.meta(2).machine_addr;
     assert_eq!(
-        rows[3].split_whitespace().take(4).collect::<Vec<_>>(),
+        row_of(&rows[1..], "gamma")
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>(),
         ["gamma", gamma.as_str(), "ERROR", "UNAVAILABLE:"],
         "{table}"
     );
@@ -237,7 +273,7 @@ async fn fan_out_tags_of_another_name_are_entries_per_machine() {
     for (i, name) in ["alpha", "beta"].iter().enumerate() {
         let addr = cluster.meta(i).machine_addr;
         assert_eq!(
-            lines[i],
+            line_of(&lines, name),
             format!(
                 r#"{{"machine":"{name}","machineAddr":"{addr}","machineId":"m{}","reply":{{"serial":"{name}-1","count":3}}}}"#,
                 i + 1
@@ -246,8 +282,7 @@ async fn fan_out_tags_of_another_name_are_entries_per_machine() {
         );
     }
     assert!(
-        lines[2].starts_with(r#"{"machine":"gamma","#)
-            && lines[2].contains(r#""error":{"code":"UNAVAILABLE","#),
+        line_of(&lines, "gamma").contains(r#""error":{"code":"UNAVAILABLE","#),
         "{text}"
     );
 
@@ -262,7 +297,9 @@ async fn fan_out_tags_of_another_name_are_entries_per_machine() {
         "{table}"
     );
     assert_eq!(
-        rows[1].split_whitespace().collect::<Vec<_>>(),
+        row_of(&rows[1..], "alpha")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
         [
             "alpha",
             cluster.meta(0).machine_addr.as_str(),
@@ -271,9 +308,18 @@ async fn fan_out_tags_of_another_name_are_entries_per_machine() {
         ],
         "{table}"
     );
-    assert!(rows[2].starts_with("beta "), "{table}");
     assert_eq!(
-        rows[3].split_whitespace().take(4).collect::<Vec<_>>(),
+        row_of(&rows[1..], "beta")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["beta", cluster.meta(1).machine_addr.as_str(), "beta-1", "3"],
+        "{table}"
+    );
+    assert_eq!(
+        row_of(&rows[1..], "gamma")
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>(),
         [
             "gamma",
             cluster.meta(2).machine_addr.as_str(),
@@ -327,6 +373,190 @@ async fn streams_every_machines_ticks_as_json_lines() {
             "{text}"
         );
     }
+    cluster.shutdown().await;
+}
+
+/// A method whose reply has no fan-out layout (server reflection: a bidi
+/// stream, no `Metadata` field) fans out through the envelope, one entry
+/// per machine, in every format; before the envelope it was refused with
+/// `FAILED_PRECONDITION`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_method_fans_out_one_row_per_machine() {
+    let cluster = Cluster::start("cli-any").await;
+    let alpha = via(&cluster, 0);
+    // The machines' reflection does not describe itself: a protoset does.
+    let protoset = cluster.dir().join("reflection.pb");
+    std::fs::write(&protoset, tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET).unwrap();
+    let protoset = protoset.to_str().unwrap();
+    let call = |format: &'static str| {
+        let alpha = alpha.clone();
+        async move {
+            cli(&[
+                "call",
+                "--via",
+                &alpha,
+                "--protoset",
+                protoset,
+                "-m",
+                "alpha,beta,gamma",
+                "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "-d",
+                r#"{"listServices": ""}"#,
+                "-o",
+                format,
+            ])
+            .await
+        }
+    };
+    let listed = r#""listServicesResponse":{"service":[{"name":"machineinfo.v1.MachineInfo"}"#;
+
+    let out = call("jsonl").await;
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (i, name) in NAMES.iter().enumerate() {
+        let line = line_of(&lines, name);
+        let addr = cluster.meta(i).machine_addr;
+        assert!(
+            line.starts_with(&format!(
+                r#"{{"machine":"{name}","machineAddr":"{addr}","machineId":"m{}","reply":{{"#,
+                i + 1
+            )) && line.contains(listed),
+            "{text}"
+        );
+    }
+
+    let out = call("table").await;
+    assert_exit(&out, 0);
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert_eq!(
+        rows[0].split_whitespace().collect::<Vec<_>>(),
+        ["MACHINE", "ADDRESS", "VALID_HOST"],
+        "{table}"
+    );
+    for (i, name) in NAMES.iter().enumerate() {
+        let addr = cluster.meta(i).machine_addr;
+        assert_eq!(
+            row_of(&rows[1..], name)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            [*name, addr.as_str()],
+            "{table}"
+        );
+    }
+
+    // JSON: a reply type without the tags is one document per reply, the
+    // machine beside the reply (jsonl's object, indented).
+    let out = call("json").await;
+    assert_exit(&out, 0);
+    let json = stdout(&out);
+    for name in NAMES {
+        assert!(
+            json.contains(&format!("{{\n  \"machine\": \"{name}\",\n")),
+            "{json}"
+        );
+    }
+    assert_eq!(
+        json.matches("\"listServicesResponse\": {").count(),
+        3,
+        "{json}"
+    );
+    cluster.shutdown().await;
+}
+
+/// Alpha, beta and gamma, gamma's server taking calls and never answering.
+async fn cluster_with_a_hung_machine(tag: &str) -> Cluster {
+    let mut cluster = Cluster::start(tag).await;
+    let gamma = cluster.index("gamma");
+    cluster.stop_service(gamma).await;
+    let _ = std::fs::remove_file(&cluster.nodes[gamma].socket);
+    hang_on(&cluster.nodes[gamma].socket);
+    cluster
+}
+
+/// Runs `switchyard <args>`, reading its stdout line by line as it comes:
+/// each line with when it arrived, and the exit status.
+async fn cli_timed<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Vec<(Duration, String)>, Output) {
+    use tokio::io::AsyncBufReadExt as _;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = Vec::new();
+    while let Some(line) = bounded("a line of output", stdout.next_line())
+        .await
+        .unwrap()
+    {
+        lines.push((started.elapsed(), line));
+    }
+    let out = bounded("the exit", child.wait_with_output()).await.unwrap();
+    (lines, out)
+}
+
+/// A fan-out prints each machine's row as it answers: alpha's and beta's
+/// before a hung gamma's timeout (`--machine-timeout`), which is then its
+/// own DEADLINE_EXCEEDED row, exit status 1. Without `--machine-timeout` a
+/// little less than `--timeout` bounds each machine, so the hung one is
+/// still a row of its own rather than failing the whole call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_print_as_machines_answer_and_a_hung_one_times_out() {
+    let cluster = cluster_with_a_hung_machine("cli-hung").await;
+    let alpha = via(&cluster, 0);
+    let args = |extra: &[&'static str]| {
+        let mut args = vec![
+            "call".to_owned(),
+            "--via".to_owned(),
+            alpha.clone(),
+            "-m".to_owned(),
+            "alpha,beta,gamma".to_owned(),
+            DESCRIBE.to_owned(),
+            "-o".to_owned(),
+            "jsonl".to_owned(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
+    let check = |lines: &[(Duration, String)], out: &Output, bound: Duration| {
+        assert_exit(out, 1);
+        let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(lines.len(), 3, "{text:#?}");
+        let at = |name: &str| {
+            let line = line_of(&text, name);
+            lines.iter().find(|(_, l)| l == line).unwrap().0
+        };
+        for name in ["alpha", "beta"] {
+            assert!(
+                line_of(&text, name).contains(&format!(r#""reply":{{"name":"{name}","#)),
+                "{text:#?}"
+            );
+            assert!(at(name) < bound, "{name} at {:?}: {text:#?}", at(name));
+        }
+        let gamma = line_of(&text, "gamma");
+        assert!(
+            gamma.contains(r#""error":{"code":"DEADLINE_EXCEEDED","message":"machine "#)
+                && gamma.contains("did not answer within"),
+            "{text:#?}"
+        );
+        assert!(at("gamma") >= bound, "gamma at {:?}", at("gamma"));
+        assert_eq!(text.last(), Some(&gamma), "{text:#?}");
+    };
+
+    let (lines, out) = cli_timed(&args(&["--machine-timeout", "1s"])).await;
+    check(&lines, &out, Duration::from_secs(1));
+
+    let (lines, out) = cli_timed(&args(&["--timeout", "2s"])).await;
+    check(&lines, &out, Duration::from_millis(1800));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
     cluster.shutdown().await;
 }
 

@@ -5,36 +5,14 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::Bytes;
 use common::*;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tonic::Code;
 
 const ALL: [(&str, &str); 1] = [("machines", "alpha,beta,gamma")];
-
-/// Serves `socket` with a gRPC server that never answers a call.
-fn hang_on(socket: &std::path::Path) {
-    let listener = tokio::net::UnixListener::bind(socket).unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_| {
-                    std::future::pending::<
-                        Result<http::Response<http_body_util::Empty<Bytes>>, Infallible>,
-                    >()
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-}
 
 /// Alpha, beta and a hung gamma, with `machine_timeout_secs = 1`.
 async fn cluster_with_a_hung_machine(tag: &str) -> Cluster {

@@ -762,3 +762,26 @@ pub fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// Serves `socket` with a gRPC server that never answers a call.
+pub fn hang_on(socket: &Path) {
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_| {
+                    std::future::pending::<
+                        Result<
+                            http::Response<http_body_util::Empty<bytes::Bytes>>,
+                            std::convert::Infallible,
+                        >,
+                    >()
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+}
