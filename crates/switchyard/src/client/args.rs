@@ -97,14 +97,15 @@ pub struct CallArgs {
     /// Ignore request fields the method's input type does not have.
     #[arg(long)]
     pub allow_unknown_fields: bool,
-    /// Largest reply message accepted, in bytes (a merged fan-out reply is
-    /// one message) [default: 33554432, the daemon's `max_message_size`].
+    /// Largest reply message accepted, in bytes (in a fan-out, one
+    /// machine's reply in its envelope item) [default: 33554432, the
+    /// daemon's `max_message_size`].
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<MessageSize>,
-    /// Bound of each machine's whole answer in a fan-out (-m), as
-    /// --timeout: a machine later than that is a DEADLINE_EXCEEDED row
-    /// while the others' rows print [default: a tenth (at most 1s) less
-    /// than --timeout when the call has one, else the daemon's
+    /// Bound of each machine's whole answer in a fan-out (-m): 2s, 500ms,
+    /// 1m; a machine later than that is a DEADLINE_EXCEEDED row while the
+    /// others' rows print [default: a tenth (at most 1s) less than the
+    /// call's --timeout when it has one, else the daemon's
     /// `machine_timeout_secs` for methods with one reply].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub machine_timeout: Option<Duration>,

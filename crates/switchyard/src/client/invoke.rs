@@ -18,9 +18,9 @@
 //! slow one's.
 //!
 //! Replies may be as large as the daemon passes (its `max_message_size`,
-//! 32 MiB by default), not tonic's 4 MiB: a merged fan-out reply of many
-//! machines is one message, and a client stricter than its proxy would
-//! refuse what the proxy was built to deliver.
+//! 32 MiB by default), not tonic's 4 MiB: an envelope item holds a
+//! machine's whole reply, and a client stricter than its proxy would refuse
+//! what the proxy was built to deliver.
 
 use std::pin::Pin;
 use std::time::Duration;

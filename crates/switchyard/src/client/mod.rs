@@ -12,7 +12,9 @@
 //! Like talosctl it understands Switchyard's fan-out replies: one entry per
 //! machine, each tagged with its machine and its error ([`output::fanout`]),
 //! shown as a table or JSON lines as they arrive, and an exit status that
-//! says whether every machine answered.
+//! says whether every machine answered. A fan-out asks for the envelope
+//! ([`invoke::call_envelope`], [`output::envelope`]), so any method fans
+//! out and each machine's entries show as it answers.
 //!
 //! Exit status: 0 when the call and every machine's entry succeeded; 1 when
 //! the call failed or any entry is an error (the others are still printed);

@@ -184,3 +184,138 @@ pub fn merged(output: &MessageDescriptor, entries: &[Entry]) -> DynamicMessage {
     let _ = reply.try_set_field_by_number(1, Value::List(items));
     reply
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+    use prost_reflect::DescriptorPool;
+    use switchyard_director::pb::RpcStatus;
+
+    fn pool() -> DescriptorPool {
+        DescriptorPool::decode(machine_info::pb::FILE_DESCRIPTOR_SET).unwrap()
+    }
+
+    fn metadata(name: &str, code: i32) -> Option<Metadata> {
+        Some(Metadata {
+            machine_addr: format!("[fd00::{}]:51000", name.len()),
+            machine_name: name.to_owned(),
+            status: (code != 0).then(|| RpcStatus {
+                code,
+                message: format!("{name} is down"),
+                details: Vec::new(),
+            }),
+            ..Metadata::default()
+        })
+    }
+
+    fn reply(name: &str, message: Vec<u8>) -> MachineReply {
+        MachineReply {
+            metadata: metadata(name, 0),
+            message,
+            ..MachineReply::default()
+        }
+    }
+
+    fn last(name: &str, code: i32) -> MachineReply {
+        MachineReply {
+            metadata: metadata(name, code),
+            last: true,
+            ..MachineReply::default()
+        }
+    }
+
+    #[test]
+    fn items_become_the_entries_of_the_tagged_shape() {
+        let output = pool()
+            .get_message_by_name("machineinfo.v1.DescribeResponse")
+            .unwrap();
+        let mut envelope = Envelope::new(output.clone());
+        assert_eq!(*envelope.shape(), Shape::Merged);
+        let describe = machine_info::pb::DescribeResponse {
+            messages: vec![machine_info::pb::Description {
+                name: "alpha".into(),
+                calls: 2,
+                ..Default::default()
+            }],
+        };
+        let mut entries = envelope.entries(&reply("alpha", describe.encode_to_vec()));
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].machine_label(), "alpha");
+        assert_eq!(entries[0].error, None);
+        assert_eq!(
+            entries[0].body.descriptor().full_name(),
+            "machineinfo.v1.Description"
+        );
+        // Done after its replies: nothing more to show.
+        assert!(envelope.entries(&last("alpha", 0)).is_empty());
+        // Done without a reply: a row of its own, empty.
+        let beta = envelope.entries(&last("beta", 0));
+        assert_eq!(beta.len(), 1);
+        assert_eq!((beta[0].machine_label(), &beta[0].error), ("beta", &None));
+        // Failed: its error, in an entry of the entry type.
+        let gamma = envelope.entries(&last("gamma", tonic::Code::Unavailable as i32));
+        assert_eq!(
+            gamma[0].error,
+            Some(EntryError {
+                code: tonic::Code::Unavailable,
+                message: "gamma is down".into()
+            })
+        );
+        assert_eq!(
+            gamma[0].body.descriptor().full_name(),
+            "machineinfo.v1.Description"
+        );
+        // A reply that is not the method's type is that machine's error.
+        let bad = envelope.entries(&reply("delta", vec![0xff, 0xff]));
+        assert_eq!(bad[0].error.as_ref().unwrap().code, tonic::Code::Internal);
+
+        // Back to the tagged shape: one merged reply, each entry tagged.
+        entries.extend(gamma);
+        let merged = merged(&output, &entries);
+        let decoded = machine_info::pb::DescribeResponse::decode(
+            prost::Message::encode_to_vec(&merged).as_slice(),
+        )
+        .unwrap();
+        let tags: Vec<_> = decoded
+            .messages
+            .iter()
+            .map(|d| {
+                let m = d.metadata.clone().unwrap();
+                (m.machine_name, m.error, m.status.map(|s| s.code))
+            })
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                ("alpha".to_owned(), String::new(), None),
+                ("gamma".to_owned(), "gamma is down".to_owned(), Some(14)),
+            ]
+        );
+        assert_eq!(decoded.messages[0].calls, 2);
+    }
+
+    #[test]
+    fn a_reply_type_without_the_layout_is_one_untagged_entry_per_reply() {
+        let pool = DescriptorPool::decode(switchyard_director::pb::FILE_DESCRIPTOR_SET).unwrap();
+        let output = pool
+            .get_message_by_name("switchyard.v1.ListMachinesResponse")
+            .unwrap();
+        let mut envelope = Envelope::new(output);
+        assert_eq!(*envelope.shape(), Shape::Plain);
+        let list = switchyard_director::pb::ListMachinesResponse {
+            machines: vec![switchyard_director::pb::MachineStatus {
+                name: "m".into(),
+                ..Default::default()
+            }],
+        };
+        let entries = envelope.entries(&reply("alpha", list.encode_to_vec()));
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].machine_label(), "alpha");
+        assert_eq!(
+            entries[0].body.descriptor().full_name(),
+            "switchyard.v1.ListMachinesResponse"
+        );
+        assert!(tagged(&entries[0]).is_none());
+    }
+}
