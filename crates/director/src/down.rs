@@ -112,6 +112,13 @@ mod tests {
             ("m2", "beta")
         );
         assert_eq!(metadata.error, "machine beta is down (no heartbeat)");
+        // In the envelope: its one last item, UNAVAILABLE.
+        let last = backend.error_entry(ReplyShape::Envelope, &status).unwrap();
+        let last = pb::MachineReply::decode(last).unwrap();
+        assert!(last.last && last.message.is_empty());
+        let metadata = last.metadata.unwrap();
+        assert_eq!(metadata.machine_name, "beta");
+        assert_eq!(metadata.status.unwrap().code, Code::Unavailable as i32);
         let unnamed = DownBackend::new(MachineInfo::from_addr("fd00::3"), NO_HEARTBEAT);
         assert_eq!(
             unnamed.status().message(),

@@ -190,3 +190,73 @@ async fn streams_and_methods_without_the_layout_fan_out_in_the_envelope() {
     assert_status(&status, Code::InvalidArgument, &["switchyard-reply"]);
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn failing_machines_end_with_their_status_and_a_stalled_caller_holds_only_its_call() {
+    let cluster = Cluster::start("envelope-failing").await;
+    let channel = || switchyard_testkit::client::tcp_channel(cluster.nodes[0].addr);
+    // Every machine's server refuses the request: each one last item with
+    // its server's status, and the call itself ends OK.
+    let (items, trailers) = enveloped(
+        channel(),
+        WATCH,
+        vec![WatchRequest {
+            count: u32::MAX,
+            interval_ms: 0,
+        }],
+        &[("machines", "alpha,beta")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        last_items(&items),
+        [
+            ("alpha".to_owned(), Code::InvalidArgument as i32),
+            ("beta".to_owned(), Code::InvalidArgument as i32)
+        ]
+    );
+    assert!(items.iter().all(|i| i.last), "{items:?}");
+    let error = &items[0].metadata.as_ref().unwrap().error;
+    assert!(error.contains("above the limit"), "{error}");
+    assert_eq!(
+        trailers
+            .get("switchyard-summary")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "2 invalid_argument"
+    );
+
+    // A caller that stops reading a long envelope stream holds only it.
+    let mut grpc = tonic::client::Grpc::new(channel());
+    bounded("the channel", grpc.ready()).await.unwrap();
+    let request = with_meta(
+        WatchRequest {
+            count: 10_000,
+            interval_ms: 0,
+        },
+        &[
+            ("machines", "alpha,beta,gamma"),
+            ("switchyard-reply", "envelope"),
+        ],
+    );
+    let codec = tonic_prost::ProstCodec::<WatchRequest, MachineReply>::default();
+    let path = http::uri::PathAndQuery::from_static(WATCH);
+    let _unread = bounded(
+        "the stalled call",
+        grpc.server_streaming(request, path, codec),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (items, _) = enveloped(
+        channel(),
+        DESCRIBE,
+        vec![DescribeRequest {}],
+        &[("machines", "alpha,beta,gamma")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(last_items(&items).len(), 3);
+    cluster.shutdown().await;
+}
