@@ -738,10 +738,14 @@ impl Director for MachineDirector {
             let method = request.uri.path();
             let mut route = self.route_metadata(method, &request.headers)?;
             request.headers.remove(REPLY);
-            if let Mode::OneToMany(_) = route.mode {
+            if let Mode::OneToMany(shape) = route.mode {
                 // One reply per machine (by the method, whatever the shape
                 // of the answer): the default bound applies.
-                let one_reply = self.shape(method) == ReplyShape::Unary;
+                let one_reply = match shape {
+                    ReplyShape::Unary => true,
+                    ReplyShape::Streamed => false,
+                    ReplyShape::Envelope => self.shape(method) == ReplyShape::Unary,
+                };
                 route.leg_timeout = machine_timeout.or(self.machine_timeout.filter(|_| one_reply));
             }
             Ok(route)

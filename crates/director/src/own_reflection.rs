@@ -8,14 +8,15 @@
 //! (`grpc.reflection.v1`) is answered here: requests about Switchyard's own
 //! files and symbols (`switchyard.v1.*`, `switchyard.common.v1.*`) from its
 //! descriptors, everything else by the local server over one stream per
-//! caller's stream, in order, and the list of services is the local
+//! caller's stream (all of them over one shared connection), in order, and
+//! the list of services is the local
 //! server's plus `switchyard.v1.Cluster`. Reflection of another machine
 //! (`machine`/`machines` metadata) is proxied as before.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::{Stream, StreamExt};
 use prost::Message;
@@ -34,7 +35,7 @@ use tonic_reflection::pb::v1::{
 };
 
 use crate::pb::FILE_DESCRIPTOR_SET;
-use crate::reflection::{DEFAULT_REFLECTION_TIMEOUT, connect_unix};
+use crate::reflection::{DEFAULT_REFLECTION_TIMEOUT, connect_unix_lazy};
 
 /// The reflection method this answers.
 pub const REFLECTION_INFO_PATH: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
@@ -105,7 +106,29 @@ impl Own {
 #[derive(Debug, Clone)]
 pub struct OwnReflection {
     own: Arc<Own>,
-    local_socket: Arc<PathBuf>,
+    local: Arc<LocalChannel>,
+}
+
+/// The one connection to the local server that every forwarded reflection
+/// stream shares (a caller opening many streams costs streams on it, not
+/// file descriptors), made on first use inside the runtime.
+#[derive(Debug)]
+struct LocalChannel {
+    socket: PathBuf,
+    channel: Mutex<Option<tonic::transport::Channel>>,
+}
+
+impl LocalChannel {
+    fn get(&self) -> tonic::transport::Channel {
+        let mut channel = self.channel.lock().unwrap_or_else(PoisonError::into_inner);
+        channel
+            .get_or_insert_with(|| {
+                let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
+                    .connect_timeout(DEFAULT_REFLECTION_TIMEOUT);
+                connect_unix_lazy(endpoint, &self.socket)
+            })
+            .clone()
+    }
 }
 
 impl OwnReflection {
@@ -113,7 +136,10 @@ impl OwnReflection {
     pub fn new(local_socket: impl Into<PathBuf>) -> Self {
         Self {
             own: Arc::new(Own::load()),
-            local_socket: Arc::new(local_socket.into()),
+            local: Arc::new(LocalChannel {
+                socket: local_socket.into(),
+                channel: Mutex::new(None),
+            }),
         }
     }
 
@@ -130,12 +156,7 @@ struct Local {
 }
 
 impl Local {
-    async fn open(socket: &std::path::Path) -> Result<Self, Status> {
-        let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_timeout(DEFAULT_REFLECTION_TIMEOUT);
-        let channel = connect_unix(endpoint, socket)
-            .await
-            .map_err(|e| Status::unavailable(format!("local server unreachable: {e}")))?;
+    async fn open(channel: tonic::transport::Channel) -> Result<Self, Status> {
         let (requests, rx) = mpsc::channel(1);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let responses = tokio::time::timeout(
@@ -232,7 +253,7 @@ impl OwnReflection {
         };
         let forwarded = async {
             if local.is_none() {
-                *local = Some(Local::open(&self.local_socket).await?);
+                *local = Some(Local::open(self.local.get()).await?);
             }
             local.as_mut().expect("opened").ask(request).await
         }

@@ -33,17 +33,38 @@ pub async fn connect_unix(
     endpoint: tonic::transport::Endpoint,
     path: &std::path::Path,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    endpoint.connect_with_connector(unix_connector(path)).await
+}
+
+/// [`connect_unix`], connecting on first use (and again after a failure):
+/// one channel that every caller's stream shares.
+pub fn connect_unix_lazy(
+    endpoint: tonic::transport::Endpoint,
+    path: &std::path::Path,
+) -> tonic::transport::Channel {
+    endpoint.connect_with_connector_lazy(unix_connector(path))
+}
+
+/// Dials the Unix socket `path`, whatever URI the channel asks for.
+fn unix_connector(
+    path: &std::path::Path,
+) -> impl tower::Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
     let path = std::sync::Arc::new(path.to_owned());
-    endpoint
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(&*path)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
-        .await
+    tower::service_fn(move |_: http::Uri| {
+        let path = path.clone();
+        async move {
+            tokio::net::UnixStream::connect(&*path)
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        }
+    })
 }
 
 /// Bound of one reflection operation unless the caller sets another.

@@ -139,23 +139,23 @@ impl MachineTag {
     /// trailers other than `grpc-*` (a `-bin` value decoded; the first value
     /// of a repeated key).
     pub fn envelope_end(&self, status: &Status, trailers: &http::HeaderMap) -> Bytes {
-        let mut metadata = self.tag().info.metadata();
-        fill_status(&mut metadata, status, &self.tag().info.addr);
+        let tag = self.tag();
+        let mut metadata = tag.info.metadata();
+        fill_status(&mut metadata, status, &tag.info.addr);
         let mut map = std::collections::HashMap::new();
         let trailers = tonic::metadata::MetadataMap::from_headers(trailers.clone());
         for entry in trailers.iter() {
             let (key, value) = match entry {
-                tonic::metadata::KeyAndValueRef::Ascii(key, value) => (
-                    key.as_str(),
-                    Bytes::copy_from_slice(value.as_encoded_bytes()),
-                ),
+                tonic::metadata::KeyAndValueRef::Ascii(key, value) => {
+                    (key.as_str(), value.as_encoded_bytes().to_vec())
+                }
                 tonic::metadata::KeyAndValueRef::Binary(key, value) => match value.to_bytes() {
-                    Ok(bytes) => (key.as_str(), bytes),
+                    Ok(bytes) => (key.as_str(), bytes.to_vec()),
                     Err(_) => continue,
                 },
             };
             if !key.starts_with("grpc-") {
-                map.entry(key.to_owned()).or_insert_with(|| value.to_vec());
+                map.entry(key.to_owned()).or_insert(value);
             }
         }
         pb::MachineReply {

@@ -321,7 +321,7 @@ impl Call {
         index: usize,
         shape: ReplyShape,
         status: &Status,
-    ) -> Result<Option<Bytes>, Status> {
+    ) -> Result<Bytes, Status> {
         let backend = &self.backends[index];
         self.ended(index, status.code(), true);
         // A machine's status text (up to 16 MiB of trailers) is cut before it
@@ -335,10 +335,7 @@ impl Call {
             ReplyShape::Envelope => backend.envelope_end(status, &HeaderMap::new()),
             shape => backend.error_entry(shape, status),
         };
-        match entry {
-            Some(entry) => Ok(Some(entry)),
-            None => Err(status.clone()),
-        }
+        entry.ok_or_else(|| status.clone())
     }
 
     /// Collects one reply per backend and answers with them merged; the
@@ -446,7 +443,7 @@ impl Call {
                     merge_metadata(&mut trailers, backend_trailers);
                     bytes
                 }
-                Part::Entry(entry) => entry,
+                Part::Entry(entry) => Some(entry),
             };
             if let Some(bytes) = bytes.filter(|b| !b.is_empty()) {
                 total += bytes.len();
@@ -484,26 +481,30 @@ impl Call {
     /// reply fits; when even error entries alone do not fit, the call fails.
     fn fit(&self, parts: &mut [Part], max_message_size: usize) -> Result<(), Status> {
         let mut total: usize = parts.iter().map(Part::len).sum();
-        while total > max_message_size {
-            let largest = parts
-                .iter()
-                .enumerate()
-                .filter(|(_, part)| matches!(part, Part::Reply(..)))
-                .max_by_key(|(_, part)| part.len())
-                .map(|(i, _)| i);
-            let status = Status::resource_exhausted(format!(
-                "the merged reply of {} machines does not fit in its limit of \
-                 {max_message_size} bytes",
-                parts.len()
-            ));
-            let Some(i) = largest else {
-                return Err(status);
-            };
+        if total <= max_message_size {
+            return Ok(());
+        }
+        let mut replies: Vec<usize> = (0..parts.len())
+            .filter(|&i| matches!(parts[i], Part::Reply(..)))
+            .collect();
+        replies.sort_unstable_by_key(|&i| std::cmp::Reverse(parts[i].len()));
+        let status = Status::resource_exhausted(format!(
+            "the merged reply of {} machines does not fit in its limit of {max_message_size} bytes",
+            parts.len()
+        ));
+        for i in replies {
+            if total <= max_message_size {
+                return Ok(());
+            }
             let entry = self.error_entry(i, ReplyShape::Unary, &status)?;
-            total = total - parts[i].len() + entry.as_ref().map_or(0, Bytes::len);
+            total = total - parts[i].len() + entry.len();
             parts[i] = Part::Entry(entry);
         }
-        Ok(())
+        if total <= max_message_size {
+            Ok(())
+        } else {
+            Err(status)
+        }
     }
 
     /// Waits for the first backend's response headers, then answers with a
@@ -618,14 +619,15 @@ impl std::fmt::Display for Summary {
 enum Part {
     /// Its reply message (none when it sent none) and its trailers.
     Reply(Option<Bytes>, HeaderMap),
-    /// Its error entry (none when the backend writes none).
-    Entry(Option<Bytes>),
+    /// Its error entry.
+    Entry(Bytes),
 }
 
 impl Part {
     fn len(&self) -> usize {
         match self {
-            Self::Reply(bytes, _) | Self::Entry(bytes) => bytes.as_ref().map_or(0, Bytes::len),
+            Self::Reply(bytes, _) => bytes.as_ref().map_or(0, Bytes::len),
+            Self::Entry(entry) => entry.len(),
         }
     }
 }
@@ -677,16 +679,14 @@ impl StreamedBody {
             }
             CallEvent::Leg(i, LegEvent::Done(Err(status))) => {
                 self.summary.add(status.code());
-                if let Some(entry) = call.error_entry(i, shape, &status)? {
-                    self.push_message(entry)?;
-                }
+                let entry = call.error_entry(i, shape, &status)?;
+                self.push_message(entry)?;
             }
             CallEvent::Stalled(i) => {
                 let status = call.stalled(i);
                 self.summary.add(status.code());
-                if let Some(entry) = call.error_entry(i, shape, &status)? {
-                    self.push_message(entry)?;
-                }
+                let entry = call.error_entry(i, shape, &status)?;
+                self.push_message(entry)?;
             }
             CallEvent::RequestFailed(status) => return Err(status),
             CallEvent::LegsDone => {

@@ -209,13 +209,7 @@ where
     S: Stream<Item = DynamicMessage> + Send + 'static,
 {
     let deadline = options.timeout.map(|t| (Instant::now() + t, t));
-    let work = start(channel, method, requests, options);
-    let (headers, messages) = match deadline {
-        Some((at, timeout)) => tokio::time::timeout_at(at, work)
-            .await
-            .map_err(|_| CallError::Timeout(timeout))??,
-        None => work.await?,
-    };
+    let (headers, messages) = within(deadline, start(channel, method, requests, options)).await?;
     Ok(Reply {
         headers,
         messages: bound(messages, deadline),
@@ -241,13 +235,11 @@ where
     options
         .metadata
         .insert(REPLY, AsciiMetadataValue::from_static("envelope"));
-    let work = start_envelope(channel, method, requests, &options);
-    let items = match deadline {
-        Some((at, timeout)) => tokio::time::timeout_at(at, work)
-            .await
-            .map_err(|_| CallError::Timeout(timeout))??,
-        None => work.await?,
-    };
+    let items = within(
+        deadline,
+        start_envelope(channel, method, requests, &options),
+    )
+    .await?;
     Ok(bound(items, deadline))
 }
 
@@ -421,6 +413,19 @@ fn streamed<T: Send + 'static>(streaming: tonic::Streaming<T>, limit: usize) -> 
             }
         },
     ))
+}
+
+/// `work`, failing with [`CallError::Timeout`] once `deadline` passes.
+async fn within<T>(
+    deadline: Option<(Instant, Duration)>,
+    work: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    match deadline {
+        Some((at, timeout)) => tokio::time::timeout_at(at, work)
+            .await
+            .map_err(|_| CallError::Timeout(timeout))?,
+        None => work.await,
+    }
 }
 
 /// Ends `messages` with a timeout error once the deadline passes.
